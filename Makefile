@@ -1,0 +1,21 @@
+# Quick start:  make demo   (the main job on an embedded tiny model set, no downloads)
+#               make test   (every test, including the ones inside a real ComfyUI server)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test demo bench lint
+
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m faithfulfaces_core.demo
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+lint: setup
+	$(PY) -m ruff check .

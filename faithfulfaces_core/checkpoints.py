@@ -1,0 +1,150 @@
+"""Checkpoint I/O: safetensors only, config in the metadata, atomic writes, clear errors.
+
+Every file the project writes carries in its safetensors metadata (all values are strings):
+
+- ``faithfulfaces.kind``:    what the file is (``aligner``, ``lora``, ``pose_estimator``, ...)
+- ``faithfulfaces.format``:  the format version of that kind, an integer
+- ``faithfulfaces.config``:  the JSON config needed to rebuild the module (no side files)
+- any extra string entries the writer adds (training config, base-model identity, ...)
+
+A loader that gets the wrong kind of file, a wrong shape or missing keys says which file,
+which key and what was expected; a writer never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import CheckpointError, MissingModelError
+
+KIND_KEY = "faithfulfaces.kind"
+FORMAT_KEY = "faithfulfaces.format"
+CONFIG_KEY = "faithfulfaces.config"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: tensors, its parsed config and the raw metadata."""
+
+    path: Path
+    kind: str
+    format: int
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``: a kill leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    kind: str,
+    format: int,
+    config: Mapping[str, Any],
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``tensors`` with kind/format/config metadata, atomically."""
+    metadata = {KIND_KEY: kind, FORMAT_KEY: str(format), CONFIG_KEY: json.dumps(dict(config), sort_keys=True)}
+    for key, value in (extra_metadata or {}).items():
+        if not isinstance(value, str):
+            raise TypeError(f"metadata value for {key!r} must be a string, got {type(value).__name__}")
+        metadata[key] = value
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=metadata))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors metadata of ``path``; a file that is not safetensors is a ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingModelError(f"Checkpoint file {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}). FaithfulFaces writes and reads "
+            "safetensors only; re-export the file or pick another one."
+        ) from exc
+
+
+def load_checkpoint(path: str | os.PathLike, *, kind: str, max_format: int) -> Checkpoint:
+    """Load a checkpoint of ``kind`` whose format this code understands (``<= max_format``)."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    found = metadata.get(KIND_KEY)
+    if found is None:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a FaithfulFaces {kind} file: its metadata has no "
+            f"'{KIND_KEY}' entry (keys found: {sorted(metadata) or 'none'}). Pick a file written by "
+            "FaithfulFaces (training/train_lora.py or the tiny-model builder)."
+        )
+    if found != kind:
+        raise CheckpointError(
+            f"{path} is a FaithfulFaces '{found}' file, but a '{kind}' file was expected here."
+        )
+    try:
+        fmt = int(metadata.get(FORMAT_KEY, ""))
+        config = json.loads(metadata.get(CONFIG_KEY, ""))
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: the '{kind}' metadata is damaged ({exc}); re-export the file.") from exc
+    if fmt > max_format:
+        raise CheckpointError(
+            f"{path} has {kind} format {fmt}, newer than this version of FaithfulFaces understands "
+            f"(up to {max_format}). Update the pack."
+        )
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    return Checkpoint(path=path, kind=kind, format=fmt, config=config, tensors=tensors, metadata=metadata)
+
+
+def check_state_dict(
+    path: str | os.PathLike,
+    found: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    *,
+    what: str,
+) -> None:
+    """Raise a ``CheckpointError`` naming the first missing/unexpected key or wrong shape."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{path}: {what} key '{missing[0]}' is missing{more}.")
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(f"{path}: unexpected {what} key '{unexpected[0]}'{more}.")
+    for key, ref in expected.items():
+        if tuple(found[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{path}: {what} key '{key}' has shape {tuple(found[key].shape)}, "
+                f"expected {tuple(ref.shape)}."
+            )

