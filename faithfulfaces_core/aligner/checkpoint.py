@@ -1,0 +1,48 @@
+"""Aligner files: one safetensors file (kind ``aligner``) with the aligner and its token
+projection; the full ``AlignerConfig`` and the format version live in the metadata."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import check_state_dict, load_checkpoint, save_checkpoint
+from ..errors import CheckpointError, FaithfulFacesError
+from .config import AlignerConfig
+from .model import PoseSharedAligner
+
+ALIGNER_KIND = "aligner"
+ALIGNER_FORMAT = 1
+
+
+def save_aligner(
+    aligner: PoseSharedAligner, path: str | os.PathLike, *, extra_metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``aligner`` (all its weights, the projection included) atomically to ``path``."""
+    return save_checkpoint(
+        path, aligner.state_dict(), kind=ALIGNER_KIND, format=ALIGNER_FORMAT,
+        config=aligner.config.to_dict(), extra_metadata=extra_metadata,
+    )
+
+
+def load_aligner(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> PoseSharedAligner:
+    """Rebuild the aligner from ``path`` (config from the metadata), in eval mode.
+
+    Another kind of file, a damaged config, missing/unexpected keys or wrong shapes raise a
+    ``CheckpointError`` that names the file, the key and what was expected.
+    """
+    ckpt = load_checkpoint(path, kind=ALIGNER_KIND, max_format=ALIGNER_FORMAT)
+    try:
+        config = AlignerConfig.from_dict(ckpt.config)
+        aligner = PoseSharedAligner(config)
+    except FaithfulFacesError as exc:
+        raise CheckpointError(f"{ckpt.path}: cannot rebuild the aligner from its metadata: {exc}") from exc
+    expected = aligner.state_dict()
+    check_state_dict(ckpt.path, ckpt.tensors, expected, what="aligner")
+    aligner.load_state_dict(ckpt.tensors)
+    return aligner.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,117 @@
+"""Face tokenizers: a normalised face crop ``[B, 3, S, S]`` → face embeddings ``E`` ``[B, N, d]``.
+
+The default is a small ViT-style encoder (patch embedding, learned positions, pre-norm
+transformer layers from ``torch.nn``). Any module with the same call contract can replace it:
+register a builder under a name with ``register_tokenizer`` and set ``AlignerConfig.tokenizer``
+to that name. ``FrozenFeatureTokenizer`` wraps a frozen backbone (e.g. a face-recognition
+network) whose feature map becomes the token sequence through a trainable linear map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import FaithfulFacesError
+from .config import AlignerConfig
+
+TokenizerBuilder = Callable[[AlignerConfig], nn.Module]
+_REGISTRY: dict[str, TokenizerBuilder] = {}
+
+
+def register_tokenizer(name: str, builder: TokenizerBuilder) -> None:
+    """Make ``AlignerConfig(tokenizer=name)`` build ``builder(config)``.
+
+    The built module maps ``[B, 3, S, S]`` normalised pixels to ``[B, N, config.dim]``. Its
+    weights are saved in the aligner file like the rest, so loading needs the same registration.
+    """
+    if not name or not isinstance(name, str):
+        raise FaithfulFacesError(f"A tokenizer name must be a non-empty string, got {name!r}.")
+    _REGISTRY[name] = builder
+
+
+def registered_tokenizers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_tokenizer(config: AlignerConfig) -> nn.Module:
+    """The tokenizer ``config.tokenizer`` names; an unknown name says which ones exist."""
+    builder = _REGISTRY.get(config.tokenizer)
+    if builder is None:
+        raise FaithfulFacesError(
+            f"Unknown face tokenizer '{config.tokenizer}' (registered: {registered_tokenizers()}). "
+            "Register it with faithfulfaces_core.aligner.register_tokenizer(name, builder) before "
+            "building or loading this aligner."
+        )
+    return builder(config)
+
+
+class PatchTransformerTokenizer(nn.Module):
+    """Patch embedding + learned positions + ``depth`` pre-norm transformer layers.
+
+    ``[B, 3, S, S]`` → ``[B, N, d]`` with ``N = (S / patch_size)²``.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, dim: int, depth: int, num_heads: int,
+                 mlp_ratio: float) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise FaithfulFacesError(
+                f"image_size {image_size} is not a multiple of patch_size {patch_size}; pick sizes "
+                "with image_size % patch_size == 0 (e.g. 112 and 16)."
+            )
+        if dim % num_heads:
+            raise FaithfulFacesError(
+                f"dim {dim} is not divisible by num_heads {num_heads}; pick e.g. dim=256, num_heads=4."
+            )
+        self.num_tokens = (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.position = nn.Parameter(torch.randn(1, self.num_tokens, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, num_heads, dim_feedforward=round(dim * mlp_ratio), dropout=0.0,
+            activation="gelu", batch_first=True, norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # [B, N, d]
+        return self.norm(self.encoder(tokens + self.position))
+
+
+class FrozenFeatureTokenizer(nn.Module):
+    """A frozen backbone's features as tokens: ``[B, C, h, w]`` or ``[B, N, C]`` → ``[B, N, d]``.
+
+    The backbone never trains and stays in eval mode (batch-norm statistics untouched); only
+    the linear map and layer norm after it are trainable.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False).eval()
+        self.proj = nn.Linear(feature_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def train(self, mode: bool = True) -> FrozenFeatureTokenizer:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(pixels)
+        if features.ndim == 4:
+            features = features.flatten(2).transpose(1, 2)  # [B, h*w, C]
+        if features.ndim != 3:
+            raise FaithfulFacesError(
+                f"The frozen tokenizer backbone returned shape {tuple(features.shape)}; it must return "
+                "a feature map [B, C, h, w] or a token sequence [B, N, C]."
+            )
+        return self.norm(self.proj(features))
+
+
+register_tokenizer(
+    "patch_transformer",
+    lambda c: PatchTransformerTokenizer(c.image_size, c.patch_size, c.dim, c.depth, c.num_heads, c.mlp_ratio),
+)
