@@ -1,0 +1,120 @@
+"""``estimate_face_poses``: the one face/pose call for the rest of the project.
+
+Per image: detect faces, pick one by ``policy``, crop its enlarged box; then one batched
+estimator call for all crops. Works with any ``FaceDetector`` / ``PoseEstimator`` pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import FaithfulFacesError, MultipleFacesError, NoFaceError
+from .crop import crop_face
+from .types import EulerAngles, Face, FaceDetector, FacePose, PoseEstimator
+
+POLICIES = ("largest", "error")
+
+
+def _as_image_list(images: np.ndarray | Sequence[np.ndarray], names: list[str] | None) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray):
+        images = [images] if images.ndim == 3 else list(images)
+    out = []
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        label = names[i] if names and i < len(names) else f"image {i}"
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise FaithfulFacesError(f"{label}: expected an RGB image [H, W, 3], got shape {image.shape}.")
+        if image.dtype != np.uint8:
+            raise FaithfulFacesError(
+                f"{label}: expected uint8 pixels (0..255), got {image.dtype}. Convert floats in 0..1 with "
+                "(image * 255).round().astype(np.uint8)."
+            )
+        out.append(image)
+    return out
+
+
+def _choose(faces: list[Face], name: str, policy: str, detector: str) -> int:
+    if not faces:
+        raise NoFaceError(
+            f"No face found in {name} (detector: {detector}). Use an image where the face is clearly visible and "
+            "not tiny (at least about 40 pixels across), or crop the image closer around the face."
+        )
+    if policy == "error" and len(faces) > 1:
+        raise MultipleFacesError(
+            f"{name} shows {len(faces)} faces, but exactly one is required here. Use an image of a single person "
+            "(crop it to one face), or choose the face policy 'largest' to use the largest face."
+        )
+    return 0
+
+
+def estimate_face_poses(
+    images: np.ndarray | Sequence[np.ndarray],
+    detector: FaceDetector,
+    estimator: PoseEstimator,
+    *,
+    policy: str = "largest",
+    enlarge: float = 1.5,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[FacePose]:
+    """Faces, the chosen face, its crop and its (pitch, yaw, roll) for each image.
+
+    ``images``: ``[B, H, W, 3]`` uint8 RGB or a list of ``[H, W, 3]``. ``policy``: ``"largest"``
+    takes the face with the largest box; ``"error"`` raises ``MultipleFacesError`` when an image
+    has several. An image without a face raises ``NoFaceError``; both name the image (from
+    ``names``, else ``"image i"``). ``FacePose.faces`` are sorted largest first; a detector face
+    that carries its own ``pose`` (InsightFace's 3-D landmarks) lands in
+    ``FacePose.extra["<detector name>_pose"]``.
+    """
+    if policy not in POLICIES:
+        raise FaithfulFacesError(f"Unknown face policy '{policy}': use one of {', '.join(POLICIES)}.")
+    names = list(names) if names is not None else None
+    image_list = _as_image_list(images, names)
+    if names is not None and len(names) != len(image_list):
+        raise FaithfulFacesError(
+            f"Got {len(names)} names for {len(image_list)} images; give one name per image."
+        )
+    names = names or [f"image {i}" for i in range(len(image_list))]
+    found: list[tuple[list[Face], int, np.ndarray, tuple[int, int, int, int]]] = []
+    iterator = enumerate(image_list)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=len(image_list), desc="face detection", unit="image")
+    for i, image in iterator:
+        faces = sorted(detector.detect(image), key=lambda f: (-f.area, -f.score))
+        chosen = _choose(faces, names[i], policy, detector.name)
+        crop, crop_box = crop_face(image, faces[chosen].box, enlarge=enlarge, size=estimator.input_size)
+        found.append((faces, chosen, crop, crop_box))
+    if not found:
+        return []
+    crops = np.stack([crop for _, _, crop, _ in found])
+    angles = np.asarray(
+        estimator.estimate(crops, [faces[c] for faces, c, _, _ in found], [im.shape[:2] for im in image_list])
+    )
+    if angles.shape != (len(found), 3):
+        raise FaithfulFacesError(
+            f"Pose estimator {estimator.name} returned shape {angles.shape}, expected ({len(found)}, 3)."
+        )
+    results = []
+    for i, (faces, chosen, crop, crop_box) in enumerate(found):
+        pitch, yaw, roll = (float(v) for v in angles[i])
+        extra = {}
+        second = getattr(faces[chosen], "pose", None)
+        if second is not None:
+            extra[f"{detector.name}_pose"] = second
+        results.append(
+            FacePose(
+                image_name=names[i],
+                faces=faces,
+                chosen=chosen,
+                crop_box=crop_box,
+                crop=crop,
+                angles=EulerAngles(pitch=pitch, yaw=yaw, roll=roll),
+                backend=f"{detector.name}+{estimator.name}",
+                extra=extra,
+            )
+        )
+    return results

@@ -1,0 +1,143 @@
+"""Rotation maths of 6DRepNet: 6-D representation → matrix, matrix ↔ Euler angles.
+
+The released 6DRepNet regresses two 3-vectors and turns them into a rotation matrix by
+Gram–Schmidt (columns x, y, z). Its Euler read-out is ``R = Rz(roll) · Ry(yaw) · Rx(pitch)``
+(pitch about x, yaw about y, roll about z, right-handed), with a separate branch at gimbal lock
+(``|yaw| = 90°``) where roll is set to 0 and the whole in-plane rotation goes into pitch. In
+scipy terms this is ``Rotation.from_euler("xyz", [pitch, yaw, roll])`` (extrinsic x, y, z).
+
+Every function takes numpy arrays or torch tensors with any leading batch shape ``[...]`` and
+returns the same kind; numpy inputs are computed in float64. The torch path is differentiable
+and traceable (``torch.onnx.export``), so the exported model and the torch model share it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+GIMBAL_LOCK_EPS = 1e-6  # released threshold on sqrt(R00² + R10²) = |cos(yaw)|
+_NORM_EPS = 1e-8
+
+
+def _to_torch(x: Array) -> tuple[torch.Tensor, bool]:
+    if isinstance(x, torch.Tensor):
+        return x, False
+    return torch.as_tensor(np.asarray(x, dtype=np.float64)), True
+
+
+def _back(x: torch.Tensor, was_numpy: bool) -> Array:
+    return x.detach().cpu().numpy() if was_numpy else x
+
+
+def _normalize(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a × b`` over the last axis, spelled out so the legacy ONNX exporter can trace it."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+
+
+def rotation_from_6d(x: Array) -> Array:
+    """``[..., 6]`` (two raw 3-vectors a, b) → ``[..., 3, 3]`` rotation with columns x, y, z.
+
+    ``x = a/|a|``, ``z = (x × b)/|x × b|``, ``y = z × x``: the released Gram–Schmidt order.
+    """
+    t, was_numpy = _to_torch(x)
+    if t.shape[-1] != 6:
+        raise ValueError(f"rotation_from_6d expects [..., 6], got {tuple(t.shape)}")
+    col_x = _normalize(t[..., 0:3])
+    col_z = _normalize(_cross(col_x, t[..., 3:6]))
+    col_y = _cross(col_z, col_x)
+    return _back(torch.stack([col_x, col_y, col_z], dim=-1), was_numpy)
+
+
+def euler_from_rotation(matrix: Array, *, degrees: bool = True) -> Array:
+    """``[..., 3, 3]`` → ``[..., 3]`` (pitch, yaw, roll) for ``R = Rz(roll)·Ry(yaw)·Rx(pitch)``.
+
+    Yaw is in [-90°, 90°]. At gimbal lock (``sqrt(R00² + R10²) < 1e-6``) roll is 0 and pitch
+    carries the remaining rotation, as in the released code.
+    """
+    r, was_numpy = _to_torch(matrix)
+    if tuple(r.shape[-2:]) != (3, 3):
+        raise ValueError(f"euler_from_rotation expects [..., 3, 3], got {tuple(r.shape)}")
+    sy = torch.sqrt(r[..., 0, 0] ** 2 + r[..., 1, 0] ** 2)
+    singular = sy < GIMBAL_LOCK_EPS
+    yaw = torch.atan2(-r[..., 2, 0], sy)
+    pitch = torch.where(
+        singular, torch.atan2(-r[..., 1, 2], r[..., 1, 1]), torch.atan2(r[..., 2, 1], r[..., 2, 2])
+    )
+    roll = torch.where(singular, torch.zeros_like(sy), torch.atan2(r[..., 1, 0], r[..., 0, 0]))
+    out = torch.stack([pitch, yaw, roll], dim=-1)
+    if degrees:
+        out = out * (180.0 / math.pi)
+    return _back(out, was_numpy)
+
+
+def rotation_from_euler(angles: Array, *, degrees: bool = True) -> Array:
+    """``[..., 3]`` (pitch, yaw, roll) → ``[..., 3, 3]`` ``Rz(roll) · Ry(yaw) · Rx(pitch)``."""
+    a, was_numpy = _to_torch(angles)
+    if a.shape[-1] != 3:
+        raise ValueError(f"rotation_from_euler expects [..., 3], got {tuple(a.shape)}")
+    if degrees:
+        a = a * (math.pi / 180.0)
+    cp, sp = torch.cos(a[..., 0]), torch.sin(a[..., 0])
+    cy, sy = torch.cos(a[..., 1]), torch.sin(a[..., 1])
+    cr, sr = torch.cos(a[..., 2]), torch.sin(a[..., 2])
+    rows = [
+        [cr * cy, cr * sy * sp - sr * cp, cr * sy * cp + sr * sp],
+        [sr * cy, sr * sy * sp + cr * cp, sr * sy * cp - cr * sp],
+        [-sy, cy * sp, cy * cp],
+    ]
+    out = torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+    return _back(out, was_numpy)
+
+
+# Q = diag(-1, 1, -1): 6DRepNet's R is camera→head in a frame Q·(image x right, y down, z toward
+# the viewer); Q · Rᵀ · Q is the head→camera rotation in the image frame (see docs/pose.md).
+_Q = np.diag([-1.0, 1.0, -1.0])
+
+
+def head_to_image_rotation(angles: Array, *, degrees: bool = True) -> Array:
+    """``[..., 3]`` 6DRepNet angles → ``[..., 3, 3]`` head axes (columns) in the image frame.
+
+    Image frame: x right, y down, z toward the viewer. Column 0 is the head's x axis (towards the
+    image's right for a frontal face), column 1 its y axis (down), column 2 its z axis (out of the
+    face). This is the frame 6DRepNet's and Hopenet's own axis previews draw in: positive pitch
+    turns the nose up, positive yaw turns it to the image's left, positive roll turns the face
+    clockwise on screen.
+    """
+    r = rotation_from_euler(angles, degrees=degrees)
+    if isinstance(r, torch.Tensor):
+        q = torch.as_tensor(_Q, dtype=r.dtype, device=r.device)
+        return q @ r.transpose(-1, -2) @ q
+    return _Q @ np.swapaxes(r, -1, -2) @ _Q
+
+
+def angles_from_head_to_image(matrix: Array, *, degrees: bool = True) -> Array:
+    """Inverse of ``head_to_image_rotation``: head axes in the image frame → 6DRepNet angles."""
+    if isinstance(matrix, torch.Tensor):
+        q = torch.as_tensor(_Q, dtype=matrix.dtype, device=matrix.device)
+        r = q @ matrix.transpose(-1, -2) @ q
+    else:
+        r = _Q @ np.swapaxes(np.asarray(matrix, dtype=np.float64), -1, -2) @ _Q
+    return euler_from_rotation(r, degrees=degrees)
+
+
+def angles_from_insightface_pose(pose: Array) -> Array:
+    """InsightFace ``face.pose`` ``[..., 3]`` (degrees) → 6DRepNet (pitch, yaw, roll) degrees.
+
+    InsightFace's 3-D landmark model fits ``landmarks ≈ s·R·meanshape + t`` in the image frame
+    (x right, y down, z toward the viewer) and reads ``R = Rz(rz)·Ry(ry)·Rx(rx)`` as
+    ``(rx, ry, rz)``; ``R`` holds the head axes in the image frame, so it converts with
+    ``angles_from_head_to_image``. For small angles this is (pitch, -yaw, roll).
+    """
+    return angles_from_head_to_image(rotation_from_euler(pose, degrees=True), degrees=True)
