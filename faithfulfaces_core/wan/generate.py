@@ -1,0 +1,216 @@
+"""``generate()``: one Wan2.1-VACE video from a prompt, a reference face and the pose tokens.
+
+Checks every size up front (frames 4k+1, sides multiples of 16, batch 1) with the nearest valid
+values in the message, then runs ``WanVACEPipeline`` unchanged: the reference image goes in as
+the VACE reference image, the pose tokens through the injection (installed for the call if it
+is not already), the LoRA scale through diffusers' ``attention_kwargs["scale"]``. Progress is
+reported after every step through ``callback_on_step_end``; ``cancel()`` is asked there too and
+a True answer raises ``GenerationCancelled`` between steps. Anything the callbacks raise (e.g.
+ComfyUI's own interrupt exception) propagates unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from ..errors import FaithfulFacesError
+from .injection import get_pose_injection, install_pose_injection
+
+WAN_FPS = 16
+
+
+class GenerationCancelled(Exception):
+    """The ``cancel`` callback asked to stop; raised between two denoising steps."""
+
+
+class GeneratedVideo(NamedTuple):
+    frames: np.ndarray  # [T, H, W, 3] float32 in 0..1
+    fps: int
+
+
+def _nearest_multiples(value: int, multiple: int, minimum: int) -> list[int]:
+    lower = max(minimum, value // multiple * multiple)
+    upper = max(minimum, lower + multiple if value > lower else lower)
+    return sorted({lower, upper})
+
+
+def _or(values: list[int]) -> str:
+    return " or ".join(str(v) for v in values)
+
+
+def check_video_size(
+    width: int, height: int, num_frames: int, *, spatial: int = 16, temporal: int = 4, max_side: int | None = None
+) -> None:
+    """Raise a ``FaithfulFacesError`` with the nearest valid values for a size the model cannot take.
+
+    Sides must be multiples of ``spatial`` (VAE ×8 · patch ×2 = 16 for Wan), frame counts of the
+    form ``temporal·k + 1`` (4k+1: 1, 5, ..., 81).
+    """
+    for name, side in (("width", width), ("height", height)):
+        if side < spatial or side % spatial:
+            raise FaithfulFacesError(
+                f"{name} {side} is not a multiple of {spatial} (at least {spatial}), which Wan2.1 needs: "
+                f"use {_or(_nearest_multiples(side, spatial, spatial))}."
+            )
+        if max_side is not None and side > max_side:
+            raise FaithfulFacesError(f"{name} {side} is larger than this model's {max_side}: use {max_side} or less.")
+    if num_frames < 1 or (num_frames - 1) % temporal:
+        k = max(0, (num_frames - 1) // temporal)
+        options = sorted({temporal * k + 1, temporal * (k + 1) + 1}) if num_frames > 1 else [1, temporal + 1]
+        raise FaithfulFacesError(
+            f"num_frames {num_frames} is not of the form {temporal}k+1 (1, 5, 9, ..., 81), which Wan2.1 needs: "
+            f"use {_or(options)}."
+        )
+
+
+def reference_to_pil(image: Any):
+    """PIL image | numpy [H, W, 3] / [1, H, W, 3] (uint8 or float 0..1) | torch [3, H, W] / [1, 3, H, W]
+    float 0..1 → an RGB PIL image, which is what ``WanVACEPipeline`` takes as a reference."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        t = image.detach().float().cpu()
+        if t.ndim == 4:
+            _check_batch(t.shape[0], "reference image")
+            t = t[0]
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise FaithfulFacesError(
+                f"A torch reference image must be [3, H, W] or [1, 3, H, W] float 0..1; got {tuple(image.shape)}."
+            )
+        image = t.permute(1, 2, 0).numpy()
+    if not isinstance(image, np.ndarray):
+        raise FaithfulFacesError(f"The reference image must be a PIL image, numpy array or torch tensor, not {type(image).__name__}.")
+    arr = image
+    if arr.ndim == 4:
+        _check_batch(arr.shape[0], "reference image")
+        arr = arr[0]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise FaithfulFacesError(f"The reference image must be [H, W, 3] RGB; got shape {tuple(image.shape)}.")
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, mode="RGB")
+
+
+def _check_batch(batch: int, what: str) -> None:
+    if batch != 1:
+        raise FaithfulFacesError(
+            f"The {what} has batch {batch}, but WanVACEPipeline makes one video per call: pass batch 1 "
+            "(run once per item)."
+        )
+
+
+def _check_args(steps: int, guidance_scale: float, conditioning_scale: float | Sequence[float], num_vace: int) -> None:
+    if int(steps) != steps or steps < 1:
+        raise FaithfulFacesError(f"steps {steps} is not allowed: use a whole number ≥ 1 (Wan: 20–50).")
+    if not np.isfinite(guidance_scale) or guidance_scale < 0:
+        raise FaithfulFacesError(f"guidance_scale {guidance_scale} is not allowed: use ≥ 0 (> 1 turns CFG on; Wan: 5).")
+    if isinstance(conditioning_scale, Sequence) and len(conditioning_scale) != num_vace:
+        raise FaithfulFacesError(
+            f"conditioning_scale has {len(conditioning_scale)} values but the model has {num_vace} VACE layers: "
+            "give one number, or one per VACE layer."
+        )
+
+
+def generate(
+    pipe,
+    *,
+    prompt: str,
+    negative_prompt: str = "",
+    reference_image: Any = None,
+    pose_tokens: torch.Tensor | None = None,
+    width: int = 832,
+    height: int = 480,
+    num_frames: int = 81,
+    steps: int = 30,
+    guidance_scale: float = 5.0,
+    conditioning_scale: float | Sequence[float] = 1.0,
+    lora_scale: float = 1.0,
+    seed: int = 0,
+    pose_strength: float = 1.0,
+    pose_start: float = 0.0,
+    pose_end: float = 1.0,
+    uncond_pose: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> GeneratedVideo:
+    """Frames ``[T, H, W, 3]`` float 0..1 and fps (16) of one video; see the module docstring.
+
+    ``pose_tokens`` ``[1, M, C]`` or None (no injection). ``pose_strength`` ≥ 0 (0 = off),
+    ``pose_start``/``pose_end`` the fraction window of the steps that see the tokens,
+    ``uncond_pose`` whether the negative pass sees them too. ``lora_scale`` multiplies an
+    unfused LoRA (0 = off). ``seed`` seeds a CPU generator, so results do not depend on the device.
+    """
+    from .lora import has_lora, lora_is_fused
+
+    if not isinstance(prompt, str):
+        raise FaithfulFacesError(
+            f"prompt must be one string (got {type(prompt).__name__}): WanVACEPipeline makes one video per call."
+        )
+    transformer = pipe.transformer
+    spatial = pipe.vae_scale_factor_spatial * transformer.config.patch_size[1]
+    check_video_size(
+        width, height, num_frames, spatial=spatial, temporal=pipe.vae_scale_factor_temporal,
+        max_side=transformer.config.rope_max_seq_len * spatial,
+    )
+    _check_args(steps, guidance_scale, conditioning_scale, len(transformer.config.vace_layers))
+    if pose_tokens is not None:
+        if not isinstance(pose_tokens, torch.Tensor) or pose_tokens.ndim != 3:
+            raise FaithfulFacesError("pose_tokens must be a [1, M, C] tensor (the aligner's pose tokens) or None.")
+        _check_batch(pose_tokens.shape[0], "pose-token set")
+    if has_lora(transformer) and lora_is_fused(transformer) and lora_scale != 1.0:
+        raise FaithfulFacesError(
+            f"The LoRA is fused into the weights, so lora_scale {lora_scale} cannot act: unfuse it first "
+            "(faithfulfaces_core.wan.lora.unfuse_lora) or fuse it at that scale and pass lora_scale 1."
+        )
+    reference = None if reference_image is None else reference_to_pil(reference_image)
+    if cancel is not None and cancel():
+        raise GenerationCancelled("Generation cancelled before the first step.")
+
+    injection = get_pose_injection(transformer)
+    with ExitStack() as stack:
+        if injection is None and pose_tokens is not None:
+            injection = install_pose_injection(transformer)
+            stack.callback(injection.remove)
+        if injection is not None:
+            stack.enter_context(injection.use(
+                pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, uncond=uncond_pose
+            ))
+            stack.enter_context(injection.sampling(steps, cfg=guidance_scale > 1.0))
+
+        def on_step_end(_pipe, step: int, _timestep, _tensors: dict) -> dict:
+            if injection is not None:
+                injection.step_finished(step)
+            if progress is not None:
+                progress(step + 1, steps)
+            if cancel is not None and cancel():
+                raise GenerationCancelled(f"Generation cancelled after step {step + 1} of {steps}.")
+            return {}
+
+        try:
+            out = pipe(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                reference_images=None if reference is None else [reference],
+                conditioning_scale=list(conditioning_scale) if isinstance(conditioning_scale, Sequence) else conditioning_scale,
+                height=height,
+                width=width,
+                num_frames=num_frames,
+                num_inference_steps=int(steps),
+                guidance_scale=guidance_scale,
+                generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+                output_type="np",
+                attention_kwargs=None if lora_scale == 1.0 else {"scale": float(lora_scale)},
+                callback_on_step_end=on_step_end,
+            )
+        except BaseException:
+            pipe.maybe_free_model_hooks()
+            raise
+    frames = np.asarray(out.frames[0], dtype=np.float32)
+    return GeneratedVideo(frames=frames, fps=WAN_FPS)
