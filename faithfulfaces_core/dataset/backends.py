@@ -4,8 +4,9 @@ A ``ModelSpec`` is a factory named ``"package.module:callable"`` plus JSON-able 
 arguments: it pickles as two small values, so ``spawn`` workers rebuild their own detector,
 estimator and captioner (models are never sent between processes). Built-in names:
 
-- detectors: ``insightface`` (user-placed pack), ``dlib-hog``, ``dlib-cnn``
-- pose estimators: ``6drepnet`` (``.pth`` / ``.safetensors`` on torch, ``.onnx`` on ONNX Runtime), ``pnp`` (dlib landmarks)
+- detectors: ``insightface`` (``pack_dir=`` a user-placed pack; detection module only), ``dlib-hog``, ``dlib-cnn``
+- pose estimators: ``6drepnet`` (``path=`` a file or folder: ``.pth`` / ``.safetensors`` on torch, ``.onnx`` on
+  ONNX Runtime; ``pose.loading.load_pose_estimator``), ``pnp`` (dlib landmarks; needs a dlib detector)
 - captioners: ``sidecar``, ``table``, ``qwen2.5-vl``
 
 Any other ``module:callable`` works the same way (``faithfulfaces_core.tiny.scripted:ScriptedDetector``
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pickle
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import FaithfulFacesError
@@ -29,9 +28,13 @@ DETECTORS = {
     "dlib-hog": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
     "dlib-cnn": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
 }
-DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {"dlib-hog": {"model": "hog"}, "dlib-cnn": {"model": "cnn"}}
+DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "insightface": {"modules": ["detection"]},  # boxes are all curation needs
+    "dlib-hog": {"model": "hog"},
+    "dlib-cnn": {"model": "cnn"},
+}
 ESTIMATORS = {
-    "6drepnet": "faithfulfaces_core.dataset.backends:sixdrepnet_estimator",
+    "6drepnet": "faithfulfaces_core.pose.loading:load_pose_estimator",
     "pnp": "faithfulfaces_core.pose.dlib_backend:LandmarkPoseEstimator",
 }
 CAPTIONERS = {
@@ -118,23 +121,3 @@ def check_picklable(source: Any, what: str) -> None:
             f"The {what} {describe(source)} cannot be sent to worker processes ({exc}). Pass a ModelSpec "
             "('package.module:callable' + keyword arguments) so each worker builds its own, or use workers=1."
         ) from exc
-
-
-def sixdrepnet_estimator(
-    path: str | os.PathLike, *, device: str = "auto", batch_size: int = 32
-) -> Any:
-    """6DRepNet from the released ``.pth``, a ``.safetensors`` conversion (torch) or an ``.onnx`` export (ONNX Runtime)."""
-    from ..errors import MissingModelError
-    from ..pose import sixdrepnet
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingModelError(
-            f"6DRepNet weights {path} do not exist. Place {sixdrepnet.RELEASED_FILENAME} (from "
-            f"{sixdrepnet.RELEASE_SOURCE}) in models/faithfulfaces/ and pass its path."
-        )
-    if path.suffix == ".onnx":
-        from ..pose.onnx_estimator import OnnxPoseEstimator
-
-        return OnnxPoseEstimator(path, device=device, batch_size=batch_size)
-    return sixdrepnet.SixDRepNetEstimator(sixdrepnet.load_sixdrepnet(path), device=device, batch_size=batch_size)

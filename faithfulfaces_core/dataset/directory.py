@@ -20,7 +20,15 @@ from pathlib import Path
 from ..errors import FaithfulFacesError
 from . import journal
 from .curate import STAGING_SUFFIX, VideoCuration, crop_folder, staging_folder
-from .manifest import BUILD_NAME, CROPS_DIR, DONE_NAME, MANIFEST_NAME, ManifestError, VideoRecord, read_manifest
+from .manifest import (
+    BUILD_NAME,
+    CROPS_DIR,
+    DONE_NAME,
+    MANIFEST_NAME,
+    ManifestError,
+    VideoRecord,
+    read_manifest,
+)
 from .outcomes import DoneRecord
 
 REPORT_NAME = "report.json"

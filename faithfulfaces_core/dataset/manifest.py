@@ -96,7 +96,7 @@ class VideoRecord(BaseModel):
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise ValueError(f"{bad} do not match the {n} frame_indices")
-        if any(b <= a for a, b in zip(self.frame_indices, self.frame_indices[1:])) or self.frame_indices[0] < 0:
+        if any(b <= a for a, b in zip(self.frame_indices, self.frame_indices[1:], strict=False)) or self.frame_indices[0] < 0:
             raise ValueError("frame_indices must be non-negative and strictly increasing")
         if self.frame_indices[-1] >= self.frames_decoded or n > self.frames_sampled:
             raise ValueError(
