@@ -249,9 +249,15 @@ class QwenVLCaptioner:
     def inputs(self, frames: np.ndarray, request: CaptionRequest, indices: Sequence[int]) -> dict:
         """Processor outputs for ``frames`` ``[T, H, W, 3]`` uint8 taken at ``indices``."""
         videos_kwargs: dict = {}
-        if self.max_pixels is not None:
-            videos_kwargs["max_pixels"] = self.max_pixels
-        if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
+        video_processor = self.processor.video_processor
+        size = getattr(video_processor, "size", None)
+        shortest = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+        if self.max_pixels is not None:  # transformers 5 takes the pixel budget as size, older ones as max_pixels
+            if shortest is not None:
+                videos_kwargs["size"] = {"shortest_edge": min(shortest, self.max_pixels), "longest_edge": self.max_pixels}
+            else:
+                videos_kwargs["max_pixels"] = self.max_pixels
+        if hasattr(video_processor, "cap_pixels_per_frame"):
             videos_kwargs["cap_pixels_per_frame"] = True
         if request.fps:  # real frame times for the model's temporal positions
             videos_kwargs["video_metadata"] = [
