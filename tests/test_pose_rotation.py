@@ -100,7 +100,9 @@ def test_torch_path_matches_numpy_and_is_differentiable(rng):
     matrices = rotation_from_6d(t)
     angles = euler_from_rotation(matrices)
     assert isinstance(angles, torch.Tensor)
-    np.testing.assert_allclose(angles.detach().numpy(), euler_from_rotation(rotation_from_6d(six)), atol=1e-10)
+    np.testing.assert_allclose(
+        angles.detach().numpy(), euler_from_rotation(rotation_from_6d(six)), atol=1e-10
+    )
     angles.sum().backward()
     assert t.grad is not None and torch.isfinite(t.grad).all()
     eye = matrices.transpose(-1, -2) @ matrices
@@ -118,9 +120,7 @@ def test_shape_errors():
 
 
 def test_head_to_image_frame(rng):
-    angles = np.column_stack(
-        [rng.uniform(-80, 80, 32), rng.uniform(-85, 85, 32), rng.uniform(-170, 170, 32)]
-    )
+    angles = np.column_stack([rng.uniform(-80, 80, 32), rng.uniform(-85, 85, 32), rng.uniform(-170, 170, 32)])
     axes = head_to_image_rotation(angles)
     np.testing.assert_allclose(angles_from_head_to_image(axes), angles, atol=1e-9)
     np.testing.assert_allclose(np.linalg.det(axes), 1.0, atol=1e-12)
