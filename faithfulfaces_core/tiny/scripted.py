@@ -142,3 +142,41 @@ def write_gray_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+class ScriptedEmbedder:
+    """Face embedder (``embed(image, face)``) returning scripted identity vectors by gray level.
+
+    ``embeddings[level]`` is one vector for every face in such a frame, or a mapping from a box
+    ``(x1, y1, x2, y2)`` (as ``ScriptedDetector`` scripts it) to that face's vector. A ``name``
+    starting with ``"dlib"`` makes the evaluation treat the vectors as dlib descriptors.
+    """
+
+    def __init__(
+        self,
+        embeddings: Mapping[int | str, Sequence[float] | Mapping[Sequence[float], Sequence[float]]],
+        *,
+        tolerance: int = 3,
+        name: str = "scripted-embedder",
+    ) -> None:
+        self.embeddings: dict[int, object] = {}
+        for level, value in _int_keys(embeddings).items():
+            if isinstance(value, Mapping):
+                self.embeddings[level] = {
+                    tuple(float(c) for c in box): np.asarray(v, np.float32) for box, v in value.items()
+                }
+            else:
+                self.embeddings[level] = np.asarray(value, np.float32)
+        self.tolerance = tolerance
+        self.name = name
+        self.calls = 0
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        self.calls += 1
+        value = _lookup(self.embeddings, gray_level(image), self.tolerance, self.name)
+        if isinstance(value, dict):
+            box = tuple(float(c) for c in face.box)
+            if box not in value:
+                raise LookupError(f"{self.name}: no scripted embedding for box {box} (boxes: {list(value)}).")
+            value = value[box]
+        return np.array(value, dtype=np.float32, copy=True)
