@@ -63,6 +63,14 @@ def iterative_pnp(points: np.ndarray, image_size: tuple[int, int] = IMAGE_SIZE) 
     return euler_from_camera_rotation(cv2.Rodrigues(rvec)[0])
 
 
+def pose_with_depth(points: np.ndarray, image_size: tuple[int, int], depth_scale: float) -> np.ndarray:
+    """pose_from_landmarks against MEAN_FACE_68 with its z (depth) scaled."""
+    model = MEAN_FACE_68 * np.array([1.0, 1.0, depth_scale])
+    k = camera_matrix(image_size, tuple(points.mean(axis=0)))
+    _, rvec, _ = cv2.solvePnP(model, points, k, None, flags=cv2.SOLVEPNP_SQPNP)
+    return euler_from_camera_rotation(cv2.Rodrigues(rvec)[0])
+
+
 def wrapped(a: np.ndarray) -> np.ndarray:
     return np.abs((a + 180.0) % 360.0 - 180.0)
 
@@ -170,6 +178,42 @@ def photo_tables(skip_cnn: bool) -> None:
             faces = det.detect(image)
             cells.append(f"{len(faces)} in {time.perf_counter() - start:.2f} s")
         print(f"| {model} | {upsample} | " + " | ".join(cells) + " |")
+
+    if not skip_cnn:
+        print("\n## HOG vs CNN boxes and landmarks on the same faces: pose difference (°)")
+        print("| image | HOG box | HOG pitch, yaw, roll | CNN pitch, yaw, roll | |difference| |")
+        print("|---|---|---|---|---|")
+        hog, cnn = DlibFaceDetector("hog", 1, min_score=0.25), DlibFaceDetector("cnn", 0)
+        for name, image in photos.items():
+            cnn_faces = cnn.detect(image)
+            for face in hog.detect(image):
+                centre = face.keypoints.mean(axis=0)
+                other = min(cnn_faces, key=lambda f: np.linalg.norm(f.keypoints.mean(axis=0) - centre))
+                a = pose_from_landmarks(face.keypoints, image.shape[:2])
+                b = pose_from_landmarks(other.keypoints, image.shape[:2])
+                box = ",".join(str(int(v)) for v in face.box)
+                print(
+                    f"| {name} | {box} | {', '.join(f'{v:.1f}' for v in a)} | {', '.join(f'{v:.1f}' for v in b)} "
+                    f"| {', '.join(f'{v:.1f}' for v in np.abs(a - b))} |"
+                )
+
+    print("\n## Sensitivity to the generic face's depth: pose change when MEAN_FACE_68's z is scaled (°)")
+    print("| image | box | pitch, yaw, roll (depth ×1) | change at depth ×0.8 | change at depth ×1.2 |")
+    print("|---|---|---|---|---|")
+    hog = DlibFaceDetector("hog", 1, min_score=0.25)
+    for name, image in photos.items():
+        for face in hog.detect(image):
+            base = pose_from_landmarks(face.keypoints, image.shape[:2])
+            changes = [
+                pose_with_depth(face.keypoints.astype(np.float64), image.shape[:2], scale) - base
+                for scale in (0.8, 1.2)
+            ]
+            box = ",".join(str(int(v)) for v in face.box)
+            print(
+                f"| {name} | {box} | {', '.join(f'{v:.1f}' for v in base)} | "
+                + " | ".join(", ".join(f"{v:+.1f}" for v in c) for c in changes)
+                + " |"
+            )
 
     det = DlibFaceDetector("hog", 1, min_score=0.25, with_embeddings=True)
     print("\n## Pose and mirror symmetry (HOG, upsample 1, min_score 0.25)")
