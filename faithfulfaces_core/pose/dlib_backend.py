@@ -242,8 +242,8 @@ def pose_from_landmarks(
     ``landmarks`` [68, 2] pixels of an image of size ``(H, W)`` -> [3] float64 (pitch, yaw, roll)
     degrees, 6DRepNet's convention. The principal point defaults to the landmarks' mean: the pose
     is then the face's pose *as it looks*, as a crop-based estimator (6DRepNet) sees it, without
-    the viewing angle of a face far off the image centre. SQPnP finds the global optimum, which
-    avoids the 180° flips an iterative solver falls into on turned faces.
+    the viewing angle of a face far off the image centre. SQPnP finds the global optimum; OpenCV's
+    default iterative solver can stop in a local minimum with roll near ±180°.
     """
     cv2 = require("cv2", "head pose from dlib landmarks (PnP)")
     points = _check_landmarks(landmarks, "the face")
