@@ -7,6 +7,7 @@ Prints one table row per video and writes ``facesim.json``, one plot per video
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,9 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run(args)
     except FaithfulFacesError as exc:
-        from rich.markup import escape
-
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     console.print(table(report))
     written = [REPORT_FILE] + [v["plot"] for v in report["videos"]]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FaithfulFacesError
 from .embedding import DLIB_SAME_PERSON_DISTANCE
 from .facesim import FaceSimEvaluator, ReferenceFace, VideoScore
 from .sampling import ALL
@@ -193,3 +194,32 @@ def table(report: dict):
             row += [_num(d["mean"]), f"{d['same_person_frames']}/{s['face_frames']}"]
         t.add_row(*row)
     return t
+
+
+def report_for_frames(
+    evaluator: FaceSimEvaluator,
+    reference_image: np.ndarray,
+    frames: Sequence[np.ndarray],
+    *,
+    count: int | None,
+    name: str = "frames",
+    reference_name: str = "reference",
+) -> tuple[dict, VideoScore]:
+    """FaceSim of in-memory ``frames`` (``F`` × ``[H, W, 3]`` uint8): sample ``count`` uniformly, score, report."""
+    from .sampling import uniform_indices
+
+    reference = evaluator.reference(reference_image, name=f"the {reference_name} image")
+    indices = uniform_indices(len(frames), count)
+    if not indices:
+        raise FaithfulFacesError("No frames to evaluate: connect a batch of at least one image.")
+    score = evaluator.score(reference, [frames[i] for i in indices], indices=indices,
+                            frames_total=len(frames), name=name)
+    report = build_report(evaluator, reference, [video_dict(score)], frames=count, reference_name=reference_name)
+    return report, score
+
+
+def headline_numbers(report: dict, video: int = 0, *, empty: float = -1.0) -> tuple[float, ...]:
+    """(mean, min, |yaw|<30, 30–60, >60) of one video as plain floats, ``empty`` where there is no value."""
+    s = report["videos"][video]["summary"]
+    values = [s["mean"], s["min"], *(s["yaw_bins"][key]["mean"] for key, _, _, _ in YAW_BINS)]
+    return tuple(float(empty) if v is None else float(v) for v in values)

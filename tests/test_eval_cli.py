@@ -1,0 +1,138 @@
+"""``python -m faithfulfaces_core.eval`` end to end with the dlib backend on real photographs
+(PyAV-encoded videos of insightface's Tom_Hanks_54745.png, its mirror image, and another person),
+plus video sampling and the CLI's error messages."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faithfulfaces_core.eval.cli import main
+from faithfulfaces_core.eval.plot import PLOT_HEIGHT, PLOT_WIDTH
+from faithfulfaces_core.eval.video import count_frames, read_sampled_frames
+from faithfulfaces_core.tiny.scripted import gray_level, write_gray_video
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photo(relative: str) -> np.ndarray:
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("insightface is not installed (it ships the test photographs)")
+    return np.asarray(Image.open(Path(next(iter(spec.submodule_search_locations))) / relative).convert("RGB"))
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12", "preset": "ultrafast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    pytest.importorskip("dlib")
+    folder = tmp_path_factory.mktemp("facesim_cli")
+    hanks = _photo("data/images/Tom_Hanks_54745.png")  # 112 x 112, one face
+    group = _photo("data/images/t1.jpg")
+    other = group[67 - 15 : 67 + 145, 870 - 15 : 870 + 145]  # another person's face, 160 x 160
+    Image.fromarray(hanks).save(folder / "reference.png")
+    flip = np.ascontiguousarray(hanks[:, ::-1])
+    _write_video(folder / "hanks.mp4", [hanks, flip, hanks, flip, hanks, flip])
+    _write_video(folder / "someone_else.mp4", [other, np.zeros_like(other), other[:, ::-1], np.zeros_like(other)])
+    return folder
+
+
+def test_cli_end_to_end_dlib_on_a_real_photograph(inputs):
+    out = inputs / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "faithfulfaces_core.eval", str(inputs / "reference.png"), str(inputs / "hanks.mp4"),
+         str(inputs / "someone_else.mp4"), "--backend", "dlib-hog", "--frames", "all", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=PACK_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dlib-hog+pnp" in result.stdout and "hanks" in result.stdout and "someone_else" in result.stdout
+
+    report = json.loads((out / "facesim.json").read_text())
+    assert set(report) == {"format", "backend", "detector", "pose_estimator", "embedding", "protocol", "reference",
+                           "videos"}
+    assert report["format"] == "faithfulfaces.facesim/1"
+    assert report["backend"] == "dlib-hog+pnp" and report["detector"] == "dlib-hog"
+    assert report["embedding"]["model"] == "dlib-resnet128" and report["embedding"]["kind"] == "dlib"
+    assert "cosine" in report["embedding"]["similarity"] and "0.6" in report["embedding"]["distance"]
+    assert report["protocol"]["frames"] == "all" and report["protocol"]["pad_factor"] == 1.25
+    assert set(report["reference"]) == {"name", "faces", "padded", "box", "image_size", "pitch", "yaw", "roll"}
+    assert report["reference"]["faces"] == 1
+
+    hanks, other = report["videos"]
+    assert set(hanks) == {"name", "path", "frames_total", "summary", "frames", "plot"}
+    assert set(hanks["summary"]) == {"frames_sampled", "face_frames", "no_face_frames", "multi_face_frames",
+                                     "padded_frames", "mean", "min", "max", "mean_counting_misses", "yaw_bins",
+                                     "distance"}
+    assert set(hanks["summary"]["yaw_bins"]) == {"yaw_under_30", "yaw_30_60", "yaw_over_60"}
+    assert set(hanks["frames"][0]) == {"index", "time", "faces", "padded", "box", "cosine", "similarity",
+                                       "distance", "pitch", "yaw", "roll"}
+    s = hanks["summary"]
+    assert (hanks["frames_total"], s["frames_sampled"], s["face_frames"], s["no_face_frames"]) == (6, 6, 6, 0)
+    assert s["mean"] > 0.97 and s["min"] > 0.95
+    assert all(f["distance"] < 0.6 for f in hanks["frames"])  # dlib: the same person in every frame
+    assert s["distance"]["same_person_frames"] == 6
+    yaws = [f["yaw"] for f in hanks["frames"]]
+    assert all(np.sign(yaws[i]) == -np.sign(yaws[i + 1]) for i in range(5))  # the mirror image turns the other way
+    assert abs(abs(yaws[0]) - abs(yaws[1])) < 5.0
+
+    o = other["summary"]
+    assert (o["frames_sampled"], o["face_frames"], o["no_face_frames"]) == (4, 2, 2)
+    assert o["mean"] < s["mean"] and o["distance"]["same_person_frames"] == 0
+    assert o["mean_counting_misses"] == pytest.approx(o["mean"] / 2)
+    assert all(f["distance"] > 0.6 for f in other["frames"] if f["faces"])
+
+    for name in ("hanks.png", "someone_else.png", "comparison.png"):
+        with Image.open(out / name) as png:
+            assert png.size == (PLOT_WIDTH, PLOT_HEIGHT), name
+    assert hanks["plot"] == "hanks.png"
+
+
+def test_sampled_frames_of_a_video(tmp_path):
+    levels = [10, 40, 70, 100, 130, 160]
+    write_gray_video(tmp_path / "gray.mp4", levels)
+    assert count_frames(tmp_path / "gray.mp4") == 6
+    video = read_sampled_frames(tmp_path / "gray.mp4", 4)
+    assert video.frames_total == 6 and video.indices == [0, 2, 3, 5]
+    assert [gray_level(im) for im in video.images] == pytest.approx([10, 70, 100, 160], abs=1)
+    assert video.times == pytest.approx([0.0, 0.25, 0.375, 0.625])
+    assert read_sampled_frames(tmp_path / "gray.mp4", None).indices == list(range(6))
+
+
+def test_cli_errors_name_the_fix(tmp_path, capsys):
+    ref = tmp_path / "ref.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(ref)
+    write_gray_video(tmp_path / "v.mp4", [10, 20])
+    assert main([str(ref), str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert "needs --insightface-pack DIR" in capsys.readouterr().err
+    assert main([str(ref), str(tmp_path / "missing.mp4"), "--backend", "dlib-hog"]) == 2
+    assert "missing.mp4 does not exist" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope.png"), str(tmp_path / "v.mp4"), "--backend", "dlib-hog"]) == 2
+    assert "nope.png does not exist" in capsys.readouterr().err
+    assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--frames", "many"]) == 2
+    assert "neither a whole number nor 'all'" in capsys.readouterr().err
+    pytest.importorskip("dlib")
+    assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--out", str(tmp_path / "o")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "No face found in reference image" in err and "padded" in err
