@@ -29,7 +29,7 @@ import torch
 from ..checkpoints import CONFIG_KEY, KIND_KEY, check_state_dict, read_metadata
 from ..devices import resolve_device, resolve_dtype
 from ..errors import CheckpointError, FaithfulFacesError, MissingModelError
-from .keys import split_original_prefix
+from .keys import split_original_prefix, to_original_state_dict
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 SHIPPED_CONFIGS = {
@@ -82,7 +82,7 @@ def _check_weights(folder: Path, what: str) -> None:
             if not (folder / shard).is_file():
                 raise _missing(folder, shard, f"A weight shard of {what}", FOLDER_SOURCE + " (the download is incomplete)")
     if not any(p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern)):
-        raise _missing(folder, "diffusion_pytorch_model.safetensors / model.safetensors", f"The weights of {what}", FOLDER_SOURCE)
+        raise _missing(folder, "diffusion_pytorch_model.safetensors / model.safetensors", f"The weight file of {what}", FOLDER_SOURCE)
 
 
 def check_diffusers_folder(folder: str | os.PathLike, *, need_transformer: bool = True) -> Path:
@@ -177,23 +177,29 @@ def _to_diffusers_keys(state: dict[str, Any]) -> dict[str, Any]:
     return convert_wan_transformer_to_diffusers(dict(state))
 
 
-def _summary(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    pe = shapes.get("patch_embedding.weight", (0, 0))
-    layers = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+def _signature(shapes: Mapping[str, tuple[int, ...]]) -> tuple:
+    """(patch-embedding shape, #blocks, #VACE blocks): what tells the released sizes apart."""
+    blocks = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
     vace = len({k.split(".")[1] for k in shapes if k.startswith("vace_blocks.")})
-    return f"width {pe[0]}, {layers} blocks, {vace} VACE blocks"
+    return tuple(shapes.get("patch_embedding.weight", ())), blocks, vace
+
+
+def _summary(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    patch, blocks, vace = _signature(shapes)
+    return f"width {patch[0] if patch else '?'}, {blocks} blocks, {vace} VACE blocks"
 
 
 def detect_config(shapes: Mapping[str, tuple[int, ...]], path: str | os.PathLike = "") -> tuple[str, dict]:
-    """The shipped config whose every parameter shape equals ``shapes`` (diffusers key names)."""
-    found = dict(shapes)
+    """The shipped config of the released size whose width and block counts ``shapes`` has
+    (diffusers key names); the caller then checks every key and shape against it."""
+    found = _signature(shapes)
     for name, config_path in SHIPPED_CONFIGS.items():
         config = load_config_file(config_path)
-        if expected_shapes(config) == found:
+        if _signature(expected_shapes(config)) == found:
             return name, config
     known = "; ".join(f"{n}: {_summary(expected_shapes(load_config_file(p)))}" for n, p in SHIPPED_CONFIGS.items())
     raise CheckpointError(
-        f"{path}: a Wan2.1-VACE transformer of an unknown size ({_summary(found)}); FaithfulFaces ships "
+        f"{path}: a Wan2.1-VACE transformer of an unknown size ({_summary(shapes)}); FaithfulFaces ships "
         f"configs for {known}. Use one of those files ({FILE_SOURCE}) or pass its diffusers config.json."
     )
 
@@ -265,19 +271,23 @@ def load_transformer_file(
         raise CheckpointError(f"{path} is {_WRONG_KIND[kind]}. Use {FILE_SOURCE}.")
     diffusers_shapes = _to_diffusers_keys(shapes)
 
+    what = "Wan2.1-VACE transformer"
     if config is not None:
         cfg = dict(config) if isinstance(config, Mapping) else load_config_file(config)
         cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     elif metadata.get(KIND_KEY) == WAN_TRANSFORMER_KIND and CONFIG_KEY in metadata:
         cfg = json.loads(metadata[CONFIG_KEY])
     else:
-        _, cfg = detect_config(diffusers_shapes, path)
+        name, cfg = detect_config(diffusers_shapes, path)
+        what = f"{what} ({name})"
     expected = expected_shapes(cfg)
+    if diffusers_shapes is not shapes:  # name keys as the file does: original layout, its prefix
+        expected = to_original_state_dict(expected)
     check_state_dict(
         path,
-        {k: torch.empty(v, device="meta") for k, v in diffusers_shapes.items()},
-        {k: torch.empty(v, device="meta") for k, v in expected.items()},
-        what="Wan2.1-VACE transformer",
+        {prefix + k: torch.empty(v, device="meta") for k, v in shapes.items()},
+        {prefix + k: torch.empty(v, device="meta") for k, v in expected.items()},
+        what=what,
     )
 
     state = _to_diffusers_keys(_load_tensors(path, prefix))
