@@ -192,6 +192,19 @@ def test_info_nce_gradient_reaches_every_trainable_tensor():
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
+def test_gradient_checkpointing_gives_the_same_gradients():
+    crops, euler = _inputs(6, seed=22)
+    grads = []
+    for enabled in (False, True):
+        aligner = build_tiny_aligner(seed=23, depth=2).train()
+        aligner.enable_gradient_checkpointing(enabled)
+        out = aligner(crops, euler)
+        (aligner.contrastive_loss(*out.g.chunk(2)) + out.tokens.square().mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in aligner.named_parameters()})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_clamp_logit_scale_in_place():
     aligner = build_tiny_aligner()
     with torch.no_grad():
@@ -451,8 +464,17 @@ def _pose_pattern_divergence(aligner: PoseSharedAligner, world: _HeadWorld) -> t
     return div[:, gap == 15].mean().item(), div[:, gap >= 90].mean().item()
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: the same numbers on any machine, and no OpenMP stalls on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_short_training_learns_cross_pose_identity_and_pose_structured_weights():
+def test_short_training_learns_cross_pose_identity_and_pose_structured_weights(one_thread):
     torch.manual_seed(0)
     world = _HeadWorld(seed=1)
     aligner = build_tiny_aligner(seed=2, dim=64, patch_size=8, depth=1, num_heads=4, mlp_ratio=4.0,
@@ -488,5 +510,5 @@ def test_short_training_learns_cross_pose_identity_and_pose_structured_weights()
           f"JS near/far before {near_before:.4f}/{far_before:.4f}, after {near_after:.4f}/{far_after:.4f}; "
           f"temperature {1 / aligner.logit_scale.exp().item():.4f}")
     assert before < 0.05  # chance is 1/128 = 0.008; measured 0.000
-    assert after > 0.2 and after > before + 0.15  # measured 0.33-0.34 (thread timing varies the last digit)
+    assert after > 0.15 and after > before + 0.12  # measured 0.344
     assert near_after < 0.6 * far_after  # similar poses: more alike dictionary weights (measured 0.43x)

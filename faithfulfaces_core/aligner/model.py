@@ -78,6 +78,15 @@ class PoseSharedAligner(nn.Module):
         """InfoNCE of two views ``[B, d]`` with this aligner's learnable temperature."""
         return info_nce(g_a, g_b, self.logit_scale, self.config.logit_scale_max)
 
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Trade compute for memory in training: recompute tokenizer activations in backward."""
+        if not hasattr(self.tokenizer, "gradient_checkpointing"):
+            raise FaithfulFacesError(
+                f"The face tokenizer '{self.config.tokenizer}' does not support gradient checkpointing "
+                "(it has no 'gradient_checkpointing' attribute); train without it or add it there."
+            )
+        self.tokenizer.gradient_checkpointing = enabled
+
     @torch.no_grad()
     def clamp_logit_scale_(self) -> None:
         """Clamp the temperature parameter in place to [0, log 100] (call after optimizer steps)."""

@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Pose-shared aligner throughput, peak memory and cost split at the paper's K = 4096.
+
+1. Throughput and peak memory for each batch size:
+   - forward: B face crops through ``align`` (inference, no gradients);
+   - forward + backward: a training step on B identity *pairs* (2B face crops), InfoNCE on the
+     two views plus a stand-in gradient into the pose tokens (what the generator sends back).
+   Each measurement runs in a fresh process: on CPU "peak" is the growth of the process's peak
+   RSS over its RSS after building the model and inputs; on CUDA it is the growth of
+   ``torch.cuda.max_memory_allocated``.
+2. Cost split of one training step between tokenizer (resize, normalise, patch transformer),
+   Euler embedding, dictionary (correlation, max-pool, softmax, G = w·D), token projection and
+   loss: the step is cut at the stage boundaries (detached tensors) and every stage's forward and
+   backward is timed on its own.
+
+    python benchmarks/bench_aligner.py [--device cpu] [--dtype fp32] [--batches 1 64 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from faithfulfaces_core.aligner import AlignerConfig, PoseSharedAligner, info_nce  # noqa: E402
+from faithfulfaces_core.aligner.inputs import preprocess  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+STAGES = ("tokenizer", "euler embedding", "dictionary", "projection", "loss")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(args: argparse.Namespace) -> PoseSharedAligner:
+    torch.manual_seed(0)
+    config = AlignerConfig(dictionary_size=args.dictionary_size, token_dim=args.token_dim)
+    return PoseSharedAligner(config).to(device=args.device, dtype=DTYPES[args.dtype])
+
+
+def make_inputs(n: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(n)
+    crops = torch.rand(n, 3, args.crop_size, args.crop_size, generator=g)
+    euler = (torch.rand(n, 3, generator=g) * 2 - 1) * 60
+    return crops.to(args.device), euler.to(args.device)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def train_step(aligner: PoseSharedAligner, crops: torch.Tensor, euler: torch.Tensor) -> None:
+    out = aligner(crops, euler)
+    g_a, g_b = out.g.chunk(2)
+    loss = aligner.contrastive_loss(g_a, g_b)
+    torch.autograd.backward([loss, out.tokens], [None, torch.ones_like(out.tokens) / out.tokens.numel()])
+    aligner.zero_grad(set_to_none=True)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One measurement in this (fresh) process: mode ``forward`` or ``train`` at ``args.batch``."""
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    device = torch.device(args.device)
+    aligner = build(args)
+    faces = args.batch if args.worker == "forward" else 2 * args.batch
+    crops, euler = make_inputs(faces, args)
+    small = make_inputs(2, args)
+    if args.worker == "forward":
+        run = lambda c, e: aligner.align(c, e)  # noqa: E731
+    else:
+        aligner.train()
+        run = lambda c, e: train_step(aligner, c, e)  # noqa: E731
+    run(*small)  # warm-up on a small batch: kernels, allocator, lazy init
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = rss_bytes()
+    times: list[float] = []
+    while not times or (sum(times) < args.min_time and len(times) < args.max_repeats):
+        t0 = time.perf_counter()
+        run(crops, euler)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_bytes()) - base
+    best = min(times)
+    return {"faces_per_s": faces / best, "seconds": best, "repeats": len(times), "peak_mib": peak / 2**20}
+
+
+def stage_split(args: argparse.Namespace, pairs: int) -> dict[str, tuple[float, float]]:
+    """Forward and backward seconds of each stage of one training step on ``pairs`` pairs."""
+    device = torch.device(args.device)
+    aligner = build(args).train()
+    cfg = aligner.config
+    mean, std = aligner.pixel_mean.float(), aligner.pixel_std.float()
+    timings: dict[str, list[float]] = {}
+
+    def timed(stage: str, index: int, fn):
+        sync(device)
+        t0 = time.perf_counter()
+        result = fn()
+        sync(device)
+        timings.setdefault(stage, [0.0, 0.0])[index] += time.perf_counter() - t0
+        return result
+
+    def leaf(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().requires_grad_(True)
+
+    def step(crops: torch.Tensor, euler: torch.Tensor) -> None:
+        faces = timed("tokenizer", 0, lambda: aligner.tokenizer(
+            preprocess(crops, cfg.image_size, mean, std).to(aligner.dtype)))
+        faces_in = leaf(faces)
+        embeddings = timed("euler embedding", 0, lambda: faces_in + aligner.pose_embedding(euler).unsqueeze(1))
+        e_in = leaf(embeddings)
+        g, _ = timed("dictionary", 0, lambda: aligner.dictionary(e_in))
+        g_proj, g_loss = leaf(g), leaf(g)
+        tokens = timed("projection", 0, lambda: aligner.projection(g_proj))
+        loss = timed("loss", 0, lambda: info_nce(*g_loss.chunk(2), aligner.logit_scale, cfg.logit_scale_max))
+        timed("loss", 1, lambda: loss.backward())
+        timed("projection", 1, lambda: tokens.backward(torch.ones_like(tokens) / tokens.numel()))
+        timed("dictionary", 1, lambda: g.backward(g_proj.grad + g_loss.grad))
+        timed("euler embedding", 1, lambda: embeddings.backward(e_in.grad))
+        timed("tokenizer", 1, lambda: faces.backward(faces_in.grad))
+        aligner.zero_grad(set_to_none=True)
+
+    step(*make_inputs(4, args))  # warm-up on a small batch
+    timings.clear()
+    step(*make_inputs(2 * pairs, args))
+    return {s: (timings[s][0], timings[s][1]) for s in STAGES}
+
+
+def run_worker(args: argparse.Namespace, mode: str, batch: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--batch", str(batch), "--device", args.device,
+           "--dtype", args.dtype, "--dictionary-size", str(args.dictionary_size), "--token-dim",
+           str(args.token_dim), "--crop-size", str(args.crop_size), "--min-time", str(args.min_time),
+           "--max-repeats", str(args.max_repeats), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"worker {mode} B={batch} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--split-batches", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--dictionary-size", type=int, default=4096)
+    parser.add_argument("--token-dim", type=int, default=AlignerConfig.token_dim)
+    parser.add_argument("--crop-size", type=int, default=224, help="input crop side (resized inside)")
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds to repeat each measurement")
+    parser.add_argument("--max-repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--worker", choices=["forward", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    cfg = AlignerConfig(dictionary_size=args.dictionary_size, token_dim=args.token_dim)
+    n_params = sum(p.numel() for p in PoseSharedAligner(cfg).parameters())
+    console.print(
+        f"aligner: d={cfg.dim}, {cfg.depth}-layer patch transformer, N={(cfg.image_size // cfg.patch_size) ** 2} "
+        f"tokens of {cfg.image_size}px crops, K={cfg.dictionary_size}, M={cfg.num_tokens}x C={cfg.token_dim}, "
+        f"{n_params / 1e6:.2f} M parameters; device {args.device}, {args.dtype}, "
+        f"{args.threads or torch.get_num_threads()} threads, input crops {args.crop_size}px"
+    )
+    table = Table(title="Aligner throughput and peak memory (forward: B faces; fwd+bwd: B pairs = 2B faces)")
+    for col in ("batch B", "forward faces/s", "forward peak MiB", "fwd+bwd faces/s", "fwd+bwd peak MiB"):
+        table.add_column(col, justify="right")
+    for batch in args.batches:
+        with console.status(f"B={batch}: forward"):
+            fwd = run_worker(args, "forward", batch)
+        with console.status(f"B={batch}: forward + backward"):
+            trn = run_worker(args, "train", batch)
+        table.add_row(str(batch), f"{fwd['faces_per_s']:.1f}", f"{fwd['peak_mib']:.0f}",
+                      f"{trn['faces_per_s']:.1f}", f"{trn['peak_mib']:.0f}")
+    console.print(table)
+
+    split = Table(title="Training-step cost split (ms; B pairs = 2B faces; fwd / bwd)")
+    split.add_column("stage")
+    results = {}
+    for pairs in args.split_batches:
+        with console.status(f"cost split at B={pairs}"):
+            results[pairs] = stage_split(args, pairs)
+        split.add_column(f"B={pairs} fwd / bwd", justify="right")
+        split.add_column(f"B={pairs} share", justify="right")
+    for stage in STAGES:
+        row = [stage]
+        for pairs in args.split_batches:
+            f, b = results[pairs][stage]
+            total = sum(sum(v) for v in results[pairs].values())
+            row += [f"{1e3 * f:.1f} / {1e3 * b:.1f}", f"{100 * (f + b) / total:.1f} %"]
+        split.add_row(*row)
+    split.add_row("total", *sum(([f"{1e3 * sum(sum(v) for v in results[p].values()):.0f}", ""]
+                                 for p in args.split_batches), []))
+    console.print(split)
+
+
+if __name__ == "__main__":
+    main()
