@@ -83,3 +83,45 @@ def test_pack_without_recognition_names_the_fix(tmp_path, estimator):
     evaluator = FaceSimEvaluator(InsightFaceDetector(pack, device="cpu", det_sizes=(320,)), estimator)
     with pytest.raises(FaithfulFacesError, match=r"glintr100.onnx in antelopev2, w600k_r50.onnx in buffalo_l"):
         evaluator.reference(_portrait(seed=1))
+
+
+
+def _write_video(path, frames):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt, stream.options = "yuv420p", {"crf": "0", "preset": "ultrafast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_cli_insightface_backend_with_placed_files(pack, tmp_path, capsys):
+    """The CLI's insightface path: a user-placed pack folder and a 6DRepNet .safetensors file."""
+    import json
+
+    from faithfulfaces_core.eval.cli import main
+    from faithfulfaces_core.pose.sixdrepnet import save_sixdrepnet
+
+    weights = save_sixdrepnet(random_sixdrepnet(1, config=tiny_sixdrepnet_config(64)), tmp_path / "6drepnet.safetensors")
+    reference = _portrait(seed=5)
+    Image.fromarray(reference).save(tmp_path / "ref.png")
+    video = _write_video(tmp_path / "clip.mp4", [reference, np.zeros_like(reference), reference])
+    args = [str(tmp_path / "ref.png"), str(video), "--insightface-pack", str(pack), "--pose-weights", str(weights),
+            "--device", "cpu", "--out", str(tmp_path / "out")]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "insightface+6drepnet" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "facesim.json").read_text())
+    assert report["backend"] == "insightface+6drepnet"
+    assert report["embedding"] == {
+        "model": "insightface:w600k_r50.onnx", "kind": "arcface",
+        "similarity": "cosine similarity of insightface:w600k_r50.onnx embeddings, clipped at 0", "distance": None}
+    s = report["videos"][0]["summary"]
+    assert (s["frames_sampled"], s["face_frames"], s["no_face_frames"]) == (3, 2, 1)
+    assert s["min"] > 0.95  # the same picture through lossless-ish H.264
+    assert (tmp_path / "out" / "clip.png").is_file()
