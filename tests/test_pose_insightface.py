@@ -211,6 +211,9 @@ def test_nothing_is_downloaded(pack, monkeypatch):
     import insightface.app.face_analysis as face_analysis
     import insightface.utils.storage as storage
 
+    # an absolute pack path short-circuits InsightFace's own lookup (insightface 0.7.3 and 2.x alike)
+    assert storage.ensure_available("models", str(pack), root="/nonexistent") == str(pack)
+
     def refuse(*args, **kwargs):
         raise AssertionError("insightface tried to download")
 

@@ -146,7 +146,9 @@ def test_train_form_and_reparameterised_deploy_form_agree(weights, train_model, 
 
 
 def test_estimator_protocol_and_onnx_runtime_agree(model, onnx_file, crops):
-    torch_est = SixDRepNetEstimator(model, device="cpu", batch_size=2)
+    torch_est = SixDRepNetEstimator(
+        copy.deepcopy(model), device="cpu", batch_size=2
+    )  # it takes the model over
     onnx_est = OnnxPoseEstimator(onnx_file, device="cpu", batch_size=2)
     assert isinstance(torch_est, PoseEstimator) and isinstance(onnx_est, PoseEstimator)
     assert onnx_est.providers == ["CPUExecutionProvider"] and onnx_est.input_size == 224

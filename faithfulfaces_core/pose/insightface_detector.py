@@ -33,8 +33,8 @@ PACK_FILES: dict[str, tuple[str, ...]] = {
     "buffalo_l": ("det_10g.onnx", "w600k_r50.onnx", "1k3d68.onnx", "2d106det.onnx", "genderage.onnx"),
 }
 PACK_SOURCE = (
-    "InsightFace's model zoo (github.com/deepinsight/insightface, python-package → model packs antelopev2.zip / "
-    "buffalo_l.zip); download and unzip it yourself into ComfyUI/models/insightface/models/<pack name>/"
+    "InsightFace's model zoo (the deepinsight/insightface GitHub releases: antelopev2.zip, buffalo_l.zip); "
+    "download and unzip it yourself into ComfyUI/models/insightface/models/<pack name>/"
 )
 DEFAULT_DET_SIZES = (640, 512, 384, 256)
 DEFAULT_MODULES = ("detection", "recognition", "landmark_3d_68")

@@ -379,7 +379,10 @@ def export_sixdrepnet_onnx(model: SixDRepNet, path: str | os.PathLike, *, opset:
 
 
 class SixDRepNetEstimator:
-    """``PoseEstimator`` on torch: face crops → (pitch, yaw, roll) degrees."""
+    """``PoseEstimator`` on torch: face crops → (pitch, yaw, roll) degrees.
+
+    Takes the model over: it is re-parameterised and moved to ``device``, ``dtype`` and channels-last.
+    """
 
     name = "6drepnet"
 
@@ -396,7 +399,8 @@ class SixDRepNetEstimator:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.dtype = dtype
         self.batch_size = batch_size
-        self.model = model.reparameterize().to(self.device, dtype).eval()
+        # channels-last: ~1.3-1.5x faster 3x3 convolutions on CPU (oneDNN) and with fp16/bf16 on GPU
+        self.model = model.reparameterize().to(self.device, dtype, memory_format=torch.channels_last).eval()
         self.input_size = model.config.input_size
 
     @torch.inference_mode()
@@ -406,6 +410,7 @@ class SixDRepNetEstimator:
         out = [np.zeros((0, 3, 3), np.float32)]
         for start in range(0, len(x), self.batch_size):
             batch = torch.from_numpy(x[start : start + self.batch_size]).to(self.device, self.dtype)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             out.append(self.model(batch).float().cpu().numpy())
         return np.concatenate(out)
 
