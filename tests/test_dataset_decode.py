@@ -50,7 +50,9 @@ def test_every_nth_frame(video, every):
 @pytest.mark.parametrize("fps", [1.0, 2.0, 3.0, 5.0, 8.0, 30.0])
 def test_frames_per_second(video, fps):
     # reference: the first frame at or after each time k / fps (frames at i / 8 s)
-    expected = sorted({math.ceil(k * 8 / fps - 1e-9) for k in range(100) if math.ceil(k * 8 / fps - 1e-9) < 16})
+    expected = sorted(
+        {math.ceil(k * 8 / fps - 1e-9) for k in range(100) if math.ceil(k * 8 / fps - 1e-9) < 16}
+    )
     got = sampled(video, FrameSampling(fps=fps))
     assert [i for i, _ in got] == expected
     assert all(abs(level - LEVELS[i]) <= 1 for i, level in got)
@@ -70,8 +72,13 @@ def test_read_frames_in_any_order(video):
 
 
 def test_sampling_validation():
-    for kwargs, match in [({}, "exactly one"), ({"every": 2, "fps": 1.0}, "exactly one"),
-                          ({"every": 0}, ">= 1"), ({"fps": -1.0}, "positive"), ({"fps": float("nan")}, "positive")]:
+    for kwargs, match in [
+        ({}, "exactly one"),
+        ({"every": 2, "fps": 1.0}, "exactly one"),
+        ({"every": 0}, ">= 1"),
+        ({"fps": -1.0}, "positive"),
+        ({"fps": float("nan")}, "positive"),
+    ]:
         with pytest.raises(FaithfulFacesError, match=match):
             FrameSampling(**kwargs)
 
@@ -117,18 +124,32 @@ def test_shards_partition_keys_stably_across_processes():
     shards = [shard_of(k, 4) for k in keys]
     counts = np.bincount(shards, minlength=4)
     assert counts.min() > 400  # ~500 each
-    assert all(Shard(s, 4).holds(k) and not Shard((s + 1) % 4, 4).holds(k) for k, s in zip(keys, shards, strict=True))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from faithfulfaces_core.dataset.sources import shard_of; "
-            f"print([shard_of(k, 4) for k in {keys[:50]!r}])")
+    assert all(
+        Shard(s, 4).holds(k) and not Shard((s + 1) % 4, 4).holds(k) for k, s in zip(keys, shards, strict=True)
+    )
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from faithfulfaces_core.dataset.sources import shard_of; "
+        f"print([shard_of(k, 4) for k in {keys[:50]!r}])"
+    )
     repo = str(Path(__file__).resolve().parents[1])
     for seed in ("1", "2"):
-        out = subprocess.run([sys.executable, "-c", code, repo], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code, repo],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
         assert out.strip() == str(shards[:50])
 
 
 def test_shard_parsing():
     assert Shard.parse(" 3 / 8 ") == Shard(3, 8)
-    for text, match in [("8/8", "out of range"), ("1/0", "out of range"), ("a/b", "form i/n"), ("1", "form i/n")]:
+    for text, match in [
+        ("8/8", "out of range"),
+        ("1/0", "out of range"),
+        ("a/b", "form i/n"),
+        ("1", "form i/n"),
+    ]:
         with pytest.raises(FaithfulFacesError, match=match):
             Shard.parse(text)

@@ -18,10 +18,22 @@ def record(key: str, root: Path, **changes) -> dict:
         (root / crop).parent.mkdir(parents=True, exist_ok=True)
         (root / crop).write_bytes(b"png")
     data = {
-        "format": FORMAT_VERSION, "key": f"{key}.mp4", "video": f"/corpus/{key}.mp4", "prompt": "a person",
-        "frame_indices": [0, 4], "crops": crops, "angles": [[10.0, 170.0, 0.0], [-30.0, -170.0, 5.0]],
-        "boxes": [[1.0, 2.0, 30.0, 40.0]] * 2, "crop_boxes": [[0, 0, 40, 50]] * 2, "ranges": [40.0, 20.0, 5.0],
-        "delta": 65.0, "frames_decoded": 9, "frames_sampled": 5, "width": 64, "height": 48, "fps": 25.0,
+        "format": FORMAT_VERSION,
+        "key": f"{key}.mp4",
+        "video": f"/corpus/{key}.mp4",
+        "prompt": "a person",
+        "frame_indices": [0, 4],
+        "crops": crops,
+        "angles": [[10.0, 170.0, 0.0], [-30.0, -170.0, 5.0]],
+        "boxes": [[1.0, 2.0, 30.0, 40.0]] * 2,
+        "crop_boxes": [[0, 0, 40, 50]] * 2,
+        "ranges": [40.0, 20.0, 5.0],
+        "delta": 65.0,
+        "frames_decoded": 9,
+        "frames_sampled": 5,
+        "width": 64,
+        "height": 48,
+        "fps": 25.0,
         "backends": {"detector": "insightface", "pose": "6drepnet", "captioner": "sidecar.txt"},
     }
     data.update(changes)
@@ -91,7 +103,11 @@ def test_skip_reports_every_bad_line_and_keeps_the_good_ones(tmp_path):
     assert "line 6: truncated last line" in messages[3] and "rerun" in messages[3]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert [r.key for r in load_manifest(tmp_path, on_error="skip", check_files=False)] == ["a.mp4", "b.mp4", "d.mp4"]
+        assert [r.key for r in load_manifest(tmp_path, on_error="skip", check_files=False)] == [
+            "a.mp4",
+            "b.mp4",
+            "d.mp4",
+        ]
 
 
 def test_missing_manifest_and_bad_option(tmp_path):

@@ -78,8 +78,16 @@ def make_corpus(root: Path, *, corrupt: bool = True) -> Path:
 def build(videos: Path, out: Path, models=None, **kwargs):
     detector, estimator = models or scripted_models()
     kwargs.setdefault("settings", CurationSettings(sampling=FrameSampling(every=1), batch_size=2))
-    return build_dataset([videos], out, detector=detector, estimator=estimator, captioner=SidecarCaptioner(),
-                         progress=False, print_summary=False, **kwargs)
+    return build_dataset(
+        [videos],
+        out,
+        detector=detector,
+        estimator=estimator,
+        captioner=SidecarCaptioner(),
+        progress=False,
+        print_summary=False,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +120,11 @@ def test_decisions_are_exact(clean_run):
         assert record.frame_indices == frames
         assert record.angles == [ANGLES[levels[i]] for i in frames]
         assert record.prompt == f"a person in {Path(key).stem}"
-        assert record.backends.model_dump() == {"detector": "scripted-detector", "pose": "scripted-pose",
-                                                "captioner": "sidecar.txt"}
+        assert record.backends.model_dump() == {
+            "detector": "scripted-detector",
+            "pose": "scripted-pose",
+            "captioner": "sidecar.txt",
+        }
         assert record.boxes == [BOX] * len(frames)
         assert record.crop_boxes == [(8, 8, 56, 56)] * len(frames)  # ×1.5 about the centre
     assert kept["at_threshold.mp4"].delta == 120.0
@@ -172,7 +183,11 @@ def test_rerun_skips_everything(clean_run, corpus, tmp_path):
 
 def test_resume_with_other_settings_is_refused(clean_run, corpus):
     with pytest.raises(FaithfulFacesError, match="was built with other settings"):
-        build(corpus, clean_run.directory, settings=CurationSettings(sampling=FrameSampling(every=1), threshold=90))
+        build(
+            corpus,
+            clean_run.directory,
+            settings=CurationSettings(sampling=FrameSampling(every=1), threshold=90),
+        )
 
 
 KILL_SCRIPT = """
@@ -193,8 +208,14 @@ build(Path({videos!r}), Path({out!r}), on_commit=hook)
 def test_kill_mid_run_then_rerun_equals_clean_run(clean_run, corpus, tmp_path):
     out = tmp_path / "killed"
     script = KILL_SCRIPT.format(tests=str(REPO / "tests"), after=3, videos=str(corpus), out=str(out))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert len((out / "done.jsonl").read_text().splitlines()) == 3  # a kill loses nothing committed
     resumed = build(corpus, out)
@@ -231,7 +252,8 @@ def test_interrupted_write_and_leftovers_are_repaired(clean_run, corpus, tmp_pat
     assert manifest.read_bytes() == (clean_run.directory / "manifest.jsonl").read_bytes()
     assert len(lines) < manifest.stat().st_size
     assert sorted(p.name for p in (out / "crops").iterdir()) == sorted(
-        p.name for p in (clean_run.directory / "crops").iterdir())
+        p.name for p in (clean_run.directory / "crops").iterdir()
+    )
 
 
 def test_two_shards_merged_equal_one_run(clean_run, corpus, tmp_path):
@@ -257,7 +279,8 @@ def test_workers_give_the_same_manifest(clean_run, corpus, tmp_path):
     assert detector.calls == 0 and estimator.batches == []  # the work ran in the worker processes
     assert result.processed == len(CORPUS) + 2
     assert (result.directory / "manifest.jsonl").read_bytes() == (
-        clean_run.directory / "manifest.jsonl").read_bytes()
+        clean_run.directory / "manifest.jsonl"
+    ).read_bytes()
     assert done_log(result.directory).keys() == done_log(clean_run.directory).keys()
 
 
@@ -276,26 +299,72 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
     script = str(REPO / "training" / "build_dataset.py")
 
     def args(i: int) -> list[str]:
-        return ["build", str(corpus), "--out", str(tmp_path / f"s{i}"), "--every", "1", "--shard", f"{i}/2",
-                "--detector", "faithfulfaces_core.tiny.scripted:ScriptedDetector", "--detector-arg", f"faces={faces}",
-                "--pose", "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator", "--pose-arg",
-                f"angles={angles}", "--no-progress"]
+        return [
+            "build",
+            str(corpus),
+            "--out",
+            str(tmp_path / f"s{i}"),
+            "--every",
+            "1",
+            "--shard",
+            f"{i}/2",
+            "--detector",
+            "faithfulfaces_core.tiny.scripted:ScriptedDetector",
+            "--detector-arg",
+            f"faces={faces}",
+            "--pose",
+            "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
+            "--pose-arg",
+            f"angles={angles}",
+            "--no-progress",
+        ]
 
     proc = subprocess.run([sys.executable, script, *args(0)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]  # the script runs standalone from a checkout
-    assert "processed now, 0 already done" in proc.stdout and "low_pose_variation" in proc.stderr  # rich table
+    assert (
+        "processed now, 0 already done" in proc.stdout and "low_pose_variation" in proc.stderr
+    )  # rich table
     cli = _cli()
     assert cli.main(args(1)) == 0
     assert cli.main(["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m")]) == 0
     assert "4 videos in" in capsys.readouterr().out
-    assert (tmp_path / "m" / "manifest.jsonl").read_text() == (clean_run.directory / "manifest.jsonl").read_text()
+    assert (tmp_path / "m" / "manifest.jsonl").read_text() == (
+        clean_run.directory / "manifest.jsonl"
+    ).read_text()
     assert cli.main(["build", str(corpus), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
     assert "Shard 2/2 is out of range" in capsys.readouterr().err
     assert cli.main(["build", str(corpus), "--out", str(tmp_path / "x"), "--captioner", "qwen2.5-vl"]) == 2
     assert "needs --qwen-path DIR" in capsys.readouterr().err
     missing = tmp_path / "no_models"
-    assert cli.main(["build", str(corpus), "--out", str(tmp_path / "y"), "--models-dir", str(missing),
-                     "--detector", "faithfulfaces_core.tiny.scripted:ScriptedDetector", "--detector-arg",
-                     f"faces={faces}", "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(tmp_path / "y"),
+                "--models-dir",
+                str(missing),
+                "--detector",
+                "faithfulfaces_core.tiny.scripted:ScriptedDetector",
+                "--detector-arg",
+                f"faces={faces}",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"6DRepNet weight file {missing / 'faithfulfaces'} does not exist" in err
+    # nothing was recorded, so the fixed command may use other models in the same directory
+    assert cli.main(args(0)[:3] + [str(tmp_path / "y")] + args(0)[4:]) == 0
+    assert (tmp_path / "y" / "manifest.jsonl").read_text() == (tmp_path / "s0" / "manifest.jsonl").read_text()
+
+
+def test_one_writer_per_directory(corpus, tmp_path):
+    from faithfulfaces_core.dataset.directory import DatasetDirectory
+
+    with DatasetDirectory(tmp_path / "busy").locked():
+        with pytest.raises(FaithfulFacesError, match="Another build is writing into"):
+            build(corpus, tmp_path / "busy")
+    assert build(corpus, tmp_path / "busy").processed == len(CORPUS) + 2

@@ -73,7 +73,9 @@ class ModelSpec:
         target: Any = module
         for part in attr.split("."):
             if not hasattr(target, part):
-                raise FaithfulFacesError(f"Module '{module_name}' has no '{attr}' (model factory '{self.factory}').")
+                raise FaithfulFacesError(
+                    f"Module '{module_name}' has no '{attr}' (model factory '{self.factory}')."
+                )
             target = getattr(target, part)
         if not callable(target):
             raise FaithfulFacesError(f"Model factory '{self.factory}' is not callable.")

@@ -59,8 +59,12 @@ def process_video(
     result = curate_video(ref, models.detector, models.estimator, settings, root)
     if not result.kept:
         return result, None
-    request = CaptionRequest(ref=ref, frame_indices=tuple(f.index for f in result.frames),
-                             frames_decoded=result.frames_decoded, fps=result.info.fps if result.info else None)
+    request = CaptionRequest(
+        ref=ref,
+        frame_indices=tuple(f.index for f in result.frames),
+        frames_decoded=result.frames_decoded,
+        fps=result.info.fps if result.info else None,
+    )
     try:
         result.prompt = models.captioner.caption(request)
     except CaptionMissing as exc:
@@ -77,7 +81,9 @@ def process_video(
 _WORKER: tuple[Models, CurationSettings, Path] | None = None
 
 
-def _init_worker(detector: Any, estimator: Any, captioner: Any, settings: CurationSettings, root: Path, threads: int) -> None:
+def _init_worker(
+    detector: Any, estimator: Any, captioner: Any, settings: CurationSettings, root: Path, threads: int
+) -> None:
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     models = Models.build(detector, estimator, captioner)
@@ -116,13 +122,23 @@ def _results_in_process(todo: Sequence[VideoRef], models_args: tuple, settings: 
         yield process_video(ref, models, settings, root)
 
 
-def _results_in_pool(todo: Sequence[VideoRef], models_args: tuple, settings: CurationSettings, root: Path,
-                     workers: int, threads: int):
+def _results_in_pool(
+    todo: Sequence[VideoRef],
+    models_args: tuple,
+    settings: CurationSettings,
+    root: Path,
+    workers: int,
+    threads: int,
+):
     for source, what in zip(models_args, ("face detector", "pose estimator", "captioner"), strict=True):
         bk.check_picklable(source, what)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(*models_args, settings, root, threads))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(*models_args, settings, root, threads),
+    )
     pending: set[Future] = set()
     queue = iter(todo)
     try:
@@ -175,10 +191,16 @@ def build_dataset(
     refs = [r for r in discover_videos(inputs, extensions=extensions) if shard.holds(r.key)]
     models_args = (detector, estimator, captioner)
     with directory.locked():
-        directory.check_build({
-            "settings": settings.as_dict(), "shard": str(shard),
-            "models": {k: _describe(s) for k, s in zip(("detector", "pose", "captioner"), models_args, strict=True)},
-        })
+        directory.check_build(
+            {
+                "settings": settings.as_dict(),
+                "shard": str(shard),
+                "models": {
+                    k: _describe(s)
+                    for k, s in zip(("detector", "pose", "captioner"), models_args, strict=True)
+                },
+            }
+        )
         done = directory.recover()
         todo = [r for r in refs if r.key not in done]
         counts: Counter[str] = Counter()
@@ -186,31 +208,54 @@ def build_dataset(
         from tqdm.auto import tqdm
 
         start = time.perf_counter()  # throughput: model building + processing + commits
-        bar = tqdm(total=len(todo), desc=f"curating videos (shard {shard})", unit="video", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo),
+            desc=f"curating videos (shard {shard})",
+            unit="video",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         try:
             if todo:
-                results = (_results_in_process(todo, models_args, settings, directory.root) if workers == 1 else
-                           _results_in_pool(todo, models_args, settings, directory.root, workers, threads))
+                results = (
+                    _results_in_process(todo, models_args, settings, directory.root)
+                    if workers == 1
+                    else _results_in_pool(todo, models_args, settings, directory.root, workers, threads)
+                )
                 with closing(results):  # stops the workers if a commit or a hook raises
                     for result, record in results:
                         directory.commit(result, record)
                         counts[result.outcome] += 1
                         frames_decoded += result.frames_decoded
                         frames_sampled += result.frames_sampled
-                        bar.set_postfix(kept=counts[oc.KEPT], rejected=counts[oc.REJECTED], errors=counts[oc.ERROR],
-                                        refresh=False)
+                        bar.set_postfix(
+                            kept=counts[oc.KEPT],
+                            rejected=counts[oc.REJECTED],
+                            errors=counts[oc.ERROR],
+                            refresh=False,
+                        )
                         bar.update(1)
                         if on_commit is not None:
                             on_commit(result)
         finally:
             bar.close()
-        run = RunStats(videos=sum(counts.values()), frames_decoded=frames_decoded, frames_sampled=frames_sampled,
-                       wall_seconds=time.perf_counter() - start)
+        run = RunStats(
+            videos=sum(counts.values()),
+            frames_decoded=frames_decoded,
+            frames_sampled=frames_sampled,
+            wall_seconds=time.perf_counter() - start,
+        )
         records = directory.finalize()
-        report = build_report(directory.done_records(), threshold=settings.threshold, run=run, shard=str(shard))
+        report = build_report(
+            directory.done_records(), threshold=settings.threshold, run=run, shard=str(shard)
+        )
         write_report(report, directory.report, directory.histogram)
     if print_summary:
         print_report(report)
-    return BuildResult(directory=directory.root, records=records, report=report, processed=run.videos,
-                       skipped=len(refs) - len(todo))
+    return BuildResult(
+        directory=directory.root,
+        records=records,
+        report=report,
+        processed=run.videos,
+        skipped=len(refs) - len(todo),
+    )

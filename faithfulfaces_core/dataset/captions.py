@@ -91,7 +91,7 @@ class TableCaptioner:
         if not self.path.is_file():
             raise FaithfulFacesError(
                 f"Caption table {self.path} does not exist. Give a CSV (columns video,caption) or a JSONL "
-                "file (one {\"video\": ..., \"caption\": ...} object per line)."
+                'file (one {"video": ..., "caption": ...} object per line).'
             )
         self.name = f"table:{self.path.name}"
         rows = self._rows()
@@ -118,7 +118,9 @@ class TableCaptioner:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise FaithfulFacesError(f"{self.path}, line {line}: not valid JSON ({exc.msg}).") from exc
+                    raise FaithfulFacesError(
+                        f"{self.path}, line {line}: not valid JSON ({exc.msg})."
+                    ) from exc
                 rows.append((line, *self._pick(obj, line)))
         else:
             with open(self.path, newline="", encoding="utf-8") as fh:
@@ -128,7 +130,9 @@ class TableCaptioner:
 
     def _pick(self, obj: object, line: int) -> tuple[str, str]:
         if not isinstance(obj, dict):
-            raise FaithfulFacesError(f"{self.path}, line {line}: expected an object with 'video' and 'caption'.")
+            raise FaithfulFacesError(
+                f"{self.path}, line {line}: expected an object with 'video' and 'caption'."
+            )
         caption = obj.get("caption", obj.get("prompt"))
         video = obj.get("video")
         if not isinstance(video, str) or not isinstance(caption, str):
@@ -179,7 +183,9 @@ def check_qwen_folder(path: str | PathLike) -> Path:
     """The model folder, or a ``MissingModelError`` / ``FaithfulFacesError`` saying what is wrong."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise MissingModelError(f"Qwen2.5-VL captioner: the folder {path} does not exist. {QWEN_SOURCE.format(path=path)}.")
+        raise MissingModelError(
+            f"Qwen2.5-VL captioner: the folder {path} does not exist. {QWEN_SOURCE.format(path=path)}."
+        )
     config = path / "config.json"
     if not config.is_file():
         raise MissingModelError(
@@ -189,7 +195,9 @@ def check_qwen_folder(path: str | PathLike) -> Path:
     try:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except json.JSONDecodeError as exc:
-        raise FaithfulFacesError(f"Qwen2.5-VL captioner: {config} is not valid JSON ({exc.msg}); re-download the model.") from exc
+        raise FaithfulFacesError(
+            f"Qwen2.5-VL captioner: {config} is not valid JSON ({exc.msg}); re-download the model."
+        ) from exc
     if model_type != "qwen2_5_vl":
         raise FaithfulFacesError(
             f"Qwen2.5-VL captioner: {path} holds a '{model_type}' model, but a Qwen2.5-VL model "
@@ -218,14 +226,21 @@ class QwenVLCaptioner:
     ) -> None:
         path = check_qwen_folder(model_path)
         if not prompt.strip():
-            raise FaithfulFacesError("The captioner prompt is empty; give an instruction such as the default prompt.")
+            raise FaithfulFacesError(
+                "The captioner prompt is empty; give an instruction such as the default prompt."
+            )
         if max_new_tokens < 1:
             raise FaithfulFacesError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
         pick_frames([0], num_frames)
         transformers = require("transformers", "The Qwen2.5-VL captioner")
         from ..devices import resolve_device, resolve_dtype
 
-        self.path, self.prompt, self.num_frames, self.max_new_tokens = path, prompt, num_frames, max_new_tokens
+        self.path, self.prompt, self.num_frames, self.max_new_tokens = (
+            path,
+            prompt,
+            num_frames,
+            max_new_tokens,
+        )
         self.max_pixels = max_pixels
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -244,24 +259,37 @@ class QwenVLCaptioner:
 
     def chat_text(self) -> str:
         """The prompt as the model sees it (chat template applied, generation turn opened)."""
-        return self.processor.apply_chat_template(caption_messages(self.prompt), tokenize=False, add_generation_prompt=True)
+        return self.processor.apply_chat_template(
+            caption_messages(self.prompt), tokenize=False, add_generation_prompt=True
+        )
 
     def inputs(self, frames: np.ndarray, request: CaptionRequest, indices: Sequence[int]) -> dict:
         """Processor outputs for ``frames`` ``[T, H, W, 3]`` uint8 taken at ``indices``."""
         videos_kwargs: dict = {}
         video_processor = self.processor.video_processor
         size = getattr(video_processor, "size", None)
-        shortest = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
-        if self.max_pixels is not None:  # transformers 5 takes the pixel budget as size, older ones as max_pixels
+        shortest = (
+            size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+        )
+        if (
+            self.max_pixels is not None
+        ):  # transformers 5 takes the pixel budget as size, older ones as max_pixels
             if shortest is not None:
-                videos_kwargs["size"] = {"shortest_edge": min(shortest, self.max_pixels), "longest_edge": self.max_pixels}
+                videos_kwargs["size"] = {
+                    "shortest_edge": min(shortest, self.max_pixels),
+                    "longest_edge": self.max_pixels,
+                }
             else:
                 videos_kwargs["max_pixels"] = self.max_pixels
         if hasattr(video_processor, "cap_pixels_per_frame"):
             videos_kwargs["cap_pixels_per_frame"] = True
         if request.fps:  # real frame times for the model's temporal positions
             videos_kwargs["video_metadata"] = [
-                {"total_num_frames": request.frames_decoded, "fps": request.fps, "frames_indices": list(indices)}
+                {
+                    "total_num_frames": request.frames_decoded,
+                    "fps": request.fps,
+                    "frames_indices": list(indices),
+                }
             ]
         return self.processor(text=[self.chat_text()], videos=[frames], return_tensors="pt", **videos_kwargs)
 
@@ -277,7 +305,7 @@ class QwenVLCaptioner:
             batch["pixel_values_videos"] = batch["pixel_values_videos"].to(self.dtype)
         with torch.inference_mode():
             out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
-        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
         text = _clean(self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0])
         if not text:
             raise CaptionMissing(f"Qwen2.5-VL returned an empty caption for '{request.ref.key}'")

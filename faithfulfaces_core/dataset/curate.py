@@ -50,7 +50,9 @@ class CurationSettings:
         if not (math.isfinite(self.threshold) and self.threshold >= 0):
             raise FaithfulFacesError(f"The Δ threshold must be a number >= 0 degrees, got {self.threshold}.")
         if not (math.isfinite(self.enlarge) and self.enlarge >= 1.0):
-            raise FaithfulFacesError(f"The box enlargement must be >= 1 (the paper uses 1.5), got {self.enlarge}.")
+            raise FaithfulFacesError(
+                f"The box enlargement must be >= 1 (the paper uses 1.5), got {self.enlarge}."
+            )
         if self.batch_size < 1:
             raise FaithfulFacesError(f"The pose batch size must be >= 1, got {self.batch_size}.")
         if self.crop_format not in ("png", "jpg"):
@@ -60,8 +62,11 @@ class CurationSettings:
 
     def as_dict(self) -> dict:
         return {
-            "sampling": self.sampling.as_dict(), "threshold": self.threshold, "enlarge": self.enlarge,
-            "crop_format": self.crop_format, "jpeg_quality": self.jpeg_quality,
+            "sampling": self.sampling.as_dict(),
+            "threshold": self.threshold,
+            "enlarge": self.enlarge,
+            "crop_format": self.crop_format,
+            "jpeg_quality": self.jpeg_quality,
         }
 
 
@@ -102,21 +107,45 @@ class VideoCuration:
 
     def done_record(self) -> DoneRecord:
         return DoneRecord(
-            key=self.ref.key, video=str(self.ref.path.resolve()), outcome=self.outcome, reason=self.reason,
-            detail=self.detail, frames_decoded=self.frames_decoded, frames_sampled=self.frames_sampled,
-            frames_with_face=len(self.frames), delta=self.delta, seconds=round(self.seconds, 4),
+            key=self.ref.key,
+            video=str(self.ref.path.resolve()),
+            outcome=self.outcome,
+            reason=self.reason,
+            detail=self.detail,
+            frames_decoded=self.frames_decoded,
+            frames_sampled=self.frames_sampled,
+            frames_with_face=len(self.frames),
+            delta=self.delta,
+            seconds=round(self.seconds, 4),
         )
 
     def video_record(self, backends: Backends) -> VideoRecord:
-        if not self.kept or self.prompt is None or self.info is None or self.ranges is None or self.delta is None:
+        if (
+            not self.kept
+            or self.prompt is None
+            or self.info is None
+            or self.ranges is None
+            or self.delta is None
+        ):
             raise ValueError(f"video '{self.ref.key}' is not a kept, captioned video")
         return VideoRecord(
-            format=FORMAT_VERSION, key=self.ref.key, video=str(self.ref.path.resolve()), prompt=self.prompt,
-            frame_indices=[f.index for f in self.frames], crops=[f.crop for f in self.frames],
-            angles=[f.angles for f in self.frames], boxes=[f.box for f in self.frames],
-            crop_boxes=[f.crop_box for f in self.frames], ranges=self.ranges, delta=self.delta,
-            frames_decoded=self.frames_decoded, frames_sampled=self.frames_sampled,
-            width=self.info.width, height=self.info.height, fps=self.info.fps, backends=backends,
+            format=FORMAT_VERSION,
+            key=self.ref.key,
+            video=str(self.ref.path.resolve()),
+            prompt=self.prompt,
+            frame_indices=[f.index for f in self.frames],
+            crops=[f.crop for f in self.frames],
+            angles=[f.angles for f in self.frames],
+            boxes=[f.box for f in self.frames],
+            crop_boxes=[f.crop_box for f in self.frames],
+            ranges=self.ranges,
+            delta=self.delta,
+            frames_decoded=self.frames_decoded,
+            frames_sampled=self.frames_sampled,
+            width=self.info.width,
+            height=self.info.height,
+            fps=self.info.fps,
+            backends=backends,
         )
 
 
@@ -138,7 +167,9 @@ def _write_crop(path: Path, crop: np.ndarray, settings: CurationSettings) -> Non
         image.save(path, format="JPEG", quality=settings.jpeg_quality)
 
 
-def _estimate(estimator: PoseEstimator, crops: list[np.ndarray], faces: list[Face], sizes: list[tuple[int, int]]) -> np.ndarray:
+def _estimate(
+    estimator: PoseEstimator, crops: list[np.ndarray], faces: list[Face], sizes: list[tuple[int, int]]
+) -> np.ndarray:
     angles = np.asarray(estimator.estimate(np.stack(crops), faces, sizes), dtype=np.float32)
     if angles.shape != (len(crops), 3) or not np.all(np.isfinite(angles)):
         raise FaithfulFacesError(
@@ -173,15 +204,21 @@ def curate_video(
     def flush() -> None:
         if not pending:
             return
-        angles = _estimate(estimator, [p[3] for p in pending], [p[1] for p in pending], [p[4] for p in pending])
+        angles = _estimate(
+            estimator, [p[3] for p in pending], [p[1] for p in pending], [p[4] for p in pending]
+        )
         for (index, face, crop_box, crop, _), row in zip(pending, angles, strict=True):
             name = f"f{index:06d}.{ext}"
             _write_crop(staging / name, crop, settings)
-            result.frames.append(FaceFrame(
-                index=index, box=tuple(float(c) for c in face.box), crop_box=crop_box,
-                angles=(float(row[0]), float(row[1]), float(row[2])),
-                crop=f"{CROPS_DIR}/{ref.slug}/{name}",
-            ))
+            result.frames.append(
+                FaceFrame(
+                    index=index,
+                    box=tuple(float(c) for c in face.box),
+                    crop_box=crop_box,
+                    angles=(float(row[0]), float(row[1]), float(row[2])),
+                    crop=f"{CROPS_DIR}/{ref.slug}/{name}",
+                )
+            )
             angle_rows.append(row)
         pending.clear()
 
@@ -197,7 +234,9 @@ def curate_video(
                         multiple = f"frame {frame.index} has {len(faces)} faces"
                         break
                     if faces:
-                        crop, crop_box = crop_face(frame.image, faces[0].box, enlarge=settings.enlarge, size=size)
+                        crop, crop_box = crop_face(
+                            frame.image, faces[0].box, enlarge=settings.enlarge, size=size
+                        )
                         pending.append((frame.index, faces[0], crop_box, crop, frame.image.shape[:2]))
                         if len(pending) >= settings.batch_size:
                             flush()

@@ -76,24 +76,35 @@ class DatasetDirectory:
 
     # ------------------------------------------------------------------ build settings
     def check_build(self, config: dict) -> None:
-        """Write ``build.json``, or check that a resumed run uses the same settings."""
+        """Write ``build.json``, or check that a resumed run uses the same settings.
+
+        A directory with no recorded video yet (e.g. the first run stopped on a missing model)
+        takes the new settings.
+        """
         config = {"format": BUILD_FORMAT, **config}
         if self.build_file.is_file():
             old = json.loads(self.build_file.read_text(encoding="utf-8"))
-            if old != config:
+            if old != config and self._has_results():
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 raise FaithfulFacesError(
                     f"{self.root} was built with other settings ({', '.join(diff)}: was "
                     f"{ {k: old.get(k) for k in diff} }, now { {k: config.get(k) for k in diff} }). "
                     "Resume with the same options, or build into a new --out directory."
                 )
-            return
+            if old == config:
+                return
         self.root.mkdir(parents=True, exist_ok=True)
         journal.rewrite_lines(self.build_file, [json.dumps(config, indent=1, sort_keys=True)])
 
+    def _has_results(self) -> bool:
+        """Whether any video was recorded (a run that failed before its first video binds nothing)."""
+        return any(p.is_file() and p.stat().st_size > 0 for p in (self.manifest, self.done))
+
     def build_config(self) -> dict:
         if not self.build_file.is_file():
-            raise FaithfulFacesError(f"{self.root} has no {BUILD_NAME}; it is not a dataset directory built by build_dataset.")
+            raise FaithfulFacesError(
+                f"{self.root} has no {BUILD_NAME}; it is not a dataset directory built by build_dataset."
+            )
         return json.loads(self.build_file.read_text(encoding="utf-8"))
 
     # ------------------------------------------------------------------ reading
@@ -107,7 +118,8 @@ class DatasetDirectory:
             raise ManifestError(
                 f"{self.manifest}, line {p.line}: {p.message}. Fix or delete that line (the video is then "
                 "processed again) and rerun.",
-                path=self.manifest, line=p.line,
+                path=self.manifest,
+                line=p.line,
             )
         return records
 
@@ -139,11 +151,20 @@ class DatasetDirectory:
         done = {r.key for r in self.done_records() if r.outcome != "kept" or r.key in kept}
         for record in records:
             if record.key not in done:  # killed between the manifest line and the done line
-                journal.append_line(self.done, DoneRecord(
-                    key=record.key, video=record.video, outcome="kept", reason="pose_variation_ok",
-                    detail="recovered from the manifest", frames_decoded=record.frames_decoded,
-                    frames_sampled=record.frames_sampled, frames_with_face=len(record.crops), delta=record.delta,
-                ).model_dump_json())
+                journal.append_line(
+                    self.done,
+                    DoneRecord(
+                        key=record.key,
+                        video=record.video,
+                        outcome="kept",
+                        reason="pose_variation_ok",
+                        detail="recovered from the manifest",
+                        frames_decoded=record.frames_decoded,
+                        frames_sampled=record.frames_sampled,
+                        frames_with_face=len(record.crops),
+                        delta=record.delta,
+                    ).model_dump_json(),
+                )
                 done.add(record.key)
         if self.crops.is_dir():
             live = {Path(r.crops[0]).parent.name for r in kept.values()}

@@ -18,7 +18,9 @@ from pathlib import Path
 
 def append_line(path: str | PathLike, record: dict | str) -> None:
     """Append ``record`` (a dict, dumped as compact JSON, or a ready line) as one durable line."""
-    line = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    line = (
+        record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    )
     if "\n" in line:
         raise ValueError("a journal line must not contain a newline")
     data = (line + "\n").encode("utf-8")

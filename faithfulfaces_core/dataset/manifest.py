@@ -91,12 +91,19 @@ class VideoRecord(BaseModel):
         n = len(self.frame_indices)
         if n == 0:
             raise ValueError("a kept video needs at least one face crop")
-        lengths = {"crops": len(self.crops), "angles": len(self.angles), "boxes": len(self.boxes),
-                   "crop_boxes": len(self.crop_boxes)}
+        lengths = {
+            "crops": len(self.crops),
+            "angles": len(self.angles),
+            "boxes": len(self.boxes),
+            "crop_boxes": len(self.crop_boxes),
+        }
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise ValueError(f"{bad} do not match the {n} frame_indices")
-        if any(b <= a for a, b in zip(self.frame_indices, self.frame_indices[1:], strict=False)) or self.frame_indices[0] < 0:
+        if (
+            any(b <= a for a, b in zip(self.frame_indices, self.frame_indices[1:], strict=False))
+            or self.frame_indices[0] < 0
+        ):
             raise ValueError("frame_indices must be non-negative and strictly increasing")
         if self.frame_indices[-1] >= self.frames_decoded or n > self.frames_sampled:
             raise ValueError(
@@ -156,8 +163,13 @@ def read_manifest(
     seen: dict[str, int] = {}
     for number, text, complete in journal.iter_lines(path):
         if not complete:
-            problems.append(ManifestProblem(number, "truncated last line (the build was interrupted; rerun "
-                                                    "training/build_dataset.py build with the same --out to finish it)"))
+            problems.append(
+                ManifestProblem(
+                    number,
+                    "truncated last line (the build was interrupted; rerun "
+                    "training/build_dataset.py build with the same --out to finish it)",
+                )
+            )
             continue
         try:
             record = VideoRecord.model_validate(json.loads(text))
@@ -171,14 +183,20 @@ def read_manifest(
             problems.append(ManifestProblem(number, f"invalid record: {where}: {first['msg']}{more}"))
             continue
         if record.key in seen:
-            problems.append(ManifestProblem(number, f"duplicate key '{record.key}' (first on line {seen[record.key]})"))
+            problems.append(
+                ManifestProblem(number, f"duplicate key '{record.key}' (first on line {seen[record.key]})")
+            )
             continue
         if check_files:
             missing = [c for c in record.crops if not (root / c).is_file()]
             if missing:
-                problems.append(ManifestProblem(
-                    number, f"crop file '{missing[0]}' is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                ))
+                problems.append(
+                    ManifestProblem(
+                        number,
+                        f"crop file '{missing[0]}' is missing"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                    )
+                )
                 continue
         seen[record.key] = number
         records.append(record)
@@ -213,7 +231,8 @@ def load_manifest(
         if on_error == "raise":
             raise ManifestError(
                 message + " Fix or delete that line, or load with on_error='skip' to leave it out.",
-                path=path, line=problem.line,
+                path=path,
+                line=problem.line,
             )
         warnings.warn(message + " Line skipped.", ManifestWarning, stacklevel=2)
     return records

@@ -82,16 +82,29 @@ def merge_datasets(
             record, d = records[key]
             folder = Path(record.crops[0]).parent
             shutil.copytree(d.root / folder, dest.root / folder, copy_function=copy)
-        journal.rewrite_lines(dest.build_file, [json.dumps({
-            "format": BUILD_FORMAT, "settings": first.get("settings"),
-            "shard": _merged_shard([c.get("shard", "0/1") for c in configs]),
-            "models": models[0] if all(m == models[0] for m in models) else {"merged": models},
-        }, indent=1, sort_keys=True)])
+        journal.rewrite_lines(
+            dest.build_file,
+            [
+                json.dumps(
+                    {
+                        "format": BUILD_FORMAT,
+                        "settings": first.get("settings"),
+                        "shard": _merged_shard([c.get("shard", "0/1") for c in configs]),
+                        "models": models[0] if all(m == models[0] for m in models) else {"merged": models},
+                    },
+                    indent=1,
+                    sort_keys=True,
+                )
+            ],
+        )
         journal.rewrite_lines(dest.done, [done[k].model_dump_json() for k in sorted(done)])
         ordered = [records[k][0] for k in sorted(records)]
         journal.rewrite_lines(dest.manifest, [r.line() for r in ordered])
-        report = build_report(list(done.values()), threshold=float(first["settings"]["threshold"]),
-                              shard=f"merge of {len(dirs)}")
+        report = build_report(
+            list(done.values()),
+            threshold=float(first["settings"]["threshold"]),
+            shard=f"merge of {len(dirs)}",
+        )
         write_report(report, dest.report, dest.histogram)
     (dest.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
     if print_summary:

@@ -52,9 +52,14 @@ def build_report(
     outcome_counts = Counter(r.outcome for r in latest)
     reason_counts = Counter((r.outcome, r.reason) for r in latest)
     reasons = [
-        {"outcome": outcome, "reason": reason, "count": reason_counts.get((outcome, reason), 0),
-         "description": oc.REASON_TEXT[reason]}
-        for outcome, rs in oc.REASONS.items() for reason in rs
+        {
+            "outcome": outcome,
+            "reason": reason,
+            "count": reason_counts.get((outcome, reason), 0),
+            "description": oc.REASON_TEXT[reason],
+        }
+        for outcome, rs in oc.REASONS.items()
+        for reason in rs
     ]
     deltas = sorted(r.delta for r in latest if r.delta is not None)
     edges, counts = histogram(deltas, threshold)
@@ -64,22 +69,32 @@ def build_report(
         "outcomes": {o: outcome_counts.get(o, 0) for o in oc.REASONS},
         "reasons": reasons,
         "delta": {
-            "threshold": threshold, "count": len(deltas),
-            "min": deltas[0] if deltas else None, "median": float(np.median(deltas)) if deltas else None,
-            "max": deltas[-1] if deltas else None, "bin_edges": edges, "bin_counts": counts,
+            "threshold": threshold,
+            "count": len(deltas),
+            "min": deltas[0] if deltas else None,
+            "median": float(np.median(deltas)) if deltas else None,
+            "max": deltas[-1] if deltas else None,
+            "bin_edges": edges,
+            "bin_counts": counts,
         },
         "frames": {
-            "decoded": sum(r.frames_decoded for r in latest), "sampled": sum(r.frames_sampled for r in latest),
+            "decoded": sum(r.frames_decoded for r in latest),
+            "sampled": sum(r.frames_sampled for r in latest),
             "with_face": sum(r.frames_with_face for r in latest),
         },
-        "errors": [{"key": r.key, "reason": r.reason, "detail": r.detail} for r in failed[:MAX_LISTED_ERRORS]],
+        "errors": [
+            {"key": r.key, "reason": r.reason, "detail": r.detail} for r in failed[:MAX_LISTED_ERRORS]
+        ],
         "shard": shard,
     }
     if run is not None:
         wall = max(run.wall_seconds, 1e-9)
         report["throughput"] = {
-            "videos": run.videos, "frames_decoded": run.frames_decoded, "frames_sampled": run.frames_sampled,
-            "wall_seconds": round(run.wall_seconds, 3), "videos_per_second": round(run.videos / wall, 4),
+            "videos": run.videos,
+            "frames_decoded": run.frames_decoded,
+            "frames_sampled": run.frames_sampled,
+            "wall_seconds": round(run.wall_seconds, 3),
+            "videos_per_second": round(run.videos / wall, 4),
             "frames_per_second": round(run.frames_decoded / wall, 3),
             "sampled_frames_per_second": round(run.frames_sampled / wall, 3),
         }
@@ -98,7 +113,9 @@ def write_histogram(report: dict, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4878a8", edgecolor="white")
-    ax.axvline(delta["threshold"], color="#c03030", linestyle="--", label=f"threshold {delta['threshold']:g}°")
+    ax.axvline(
+        delta["threshold"], color="#c03030", linestyle="--", label=f"threshold {delta['threshold']:g}°"
+    )
     ax.set_xlabel("Δ = Σ range of pitch, yaw, roll (degrees)")
     ax.set_ylabel("videos")
     ax.set_title(f"Pose variation of {delta['count']} videos with a face")
@@ -114,7 +131,9 @@ def write_histogram(report: dict, path: str | Path) -> Path:
 def write_report(report: dict, json_path: str | Path, histogram_path: str | Path) -> None:
     """``report.json`` (atomically) and the histogram PNG."""
     write_histogram(report, histogram_path)
-    journal.rewrite_lines(json_path, [json.dumps({**report, "histogram": Path(histogram_path).name}, indent=1)])
+    journal.rewrite_lines(
+        json_path, [json.dumps({**report, "histogram": Path(histogram_path).name}, indent=1)]
+    )
 
 
 def print_report(report: dict, *, console=None) -> None:
@@ -129,8 +148,12 @@ def print_report(report: dict, *, console=None) -> None:
     total = max(report["total"], 1)
     for row in report["reasons"]:
         if row["count"] or row["outcome"] == oc.KEPT:
-            table.add_row(row["outcome"], f"{row['reason']} ({row['description']})", str(row["count"]),
-                          f"{100.0 * row['count'] / total:.1f}%")
+            table.add_row(
+                row["outcome"],
+                f"{row['reason']} ({row['description']})",
+                str(row["count"]),
+                f"{100.0 * row['count'] / total:.1f}%",
+            )
     console.print(table)
     delta = report["delta"]
     if delta["count"]:

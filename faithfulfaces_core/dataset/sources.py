@@ -76,11 +76,15 @@ def _list_file(path: Path) -> list[VideoRef]:
         if not line or line.startswith("#"):
             continue
         p = Path(line).expanduser()
-        refs.append(VideoRef(PurePosixPath(*Path(line).parts).as_posix(), p if p.is_absolute() else path.parent / p))
+        refs.append(
+            VideoRef(PurePosixPath(*Path(line).parts).as_posix(), p if p.is_absolute() else path.parent / p)
+        )
     return refs
 
 
-def discover_videos(inputs: Iterable[str | PathLike], *, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[VideoRef]:
+def discover_videos(
+    inputs: Iterable[str | PathLike], *, extensions: Sequence[str] = VIDEO_EXTENSIONS
+) -> list[VideoRef]:
     """Videos from folders (searched recursively), video files and list files, sorted by key.
 
     A list file is any other file: one video path per line (``#`` comments, blank lines

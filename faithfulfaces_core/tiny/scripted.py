@@ -64,11 +64,15 @@ class ScriptedDetector:
         tolerance: int = 3,
         name: str = "scripted-detector",
     ) -> None:
-        self.faces = {k: [tuple(float(c) for c in box) for box in boxes] for k, boxes in _int_keys(faces).items()}
+        self.faces = {
+            k: [tuple(float(c) for c in box) for box in boxes] for k, boxes in _int_keys(faces).items()
+        }
         for level, boxes in self.faces.items():
             for box in boxes:
                 if len(box) != 4:
-                    raise ValueError(f"ScriptedDetector: level {level} has box {box}; boxes are (x1, y1, x2, y2).")
+                    raise ValueError(
+                        f"ScriptedDetector: level {level} has box {box}; boxes are (x1, y1, x2, y2)."
+                    )
         self.tolerance = tolerance
         self.name = name
         self.calls = 0
@@ -93,7 +97,9 @@ class ScriptedPoseEstimator:
         self.angles = {k: tuple(float(a) for a in v) for k, v in _int_keys(angles).items()}
         for level, triple in self.angles.items():
             if len(triple) != 3:
-                raise ValueError(f"ScriptedPoseEstimator: level {level} has {triple}; give (pitch, yaw, roll).")
+                raise ValueError(
+                    f"ScriptedPoseEstimator: level {level} has {triple}; give (pitch, yaw, roll)."
+                )
         self.tolerance = tolerance
         self.input_size = input_size
         self.name = name
@@ -137,7 +143,9 @@ def write_gray_video(
         for level in levels:
             if not 0 <= int(level) <= 255:
                 raise ValueError(f"gray level {level} is outside 0..255")
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), int(level), np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.full((height, width, 3), int(level), np.uint8), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

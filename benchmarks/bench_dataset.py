@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Dataset-builder throughput and memory on CPU.
+
+Throughput: a corpus of generated videos (solid gray frames, so the scripted detector knows
+where the face is) through ``build_dataset`` with
+  1. the scripted detector and pose estimator (decode + detect + crop + write cost only),
+  2. the same with two worker processes,
+  3. the scripted detector and the real-architecture 6DRepNet (RepVGG-B1g2, 224 px input,
+     random weights) on torch (the pose model's cost on top).
+Memory: peak RSS of a fresh process building one short video and one 10× longer video (it
+must stay flat: frames are streamed and crops are written as they are estimated).
+
+    python benchmarks/bench_dataset.py [--videos 8] [--frames 50] [--size 640x360]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video  # noqa: E402
+
+LEVELS = list(range(16, 240, 8))
+
+
+def scripted_tables(width: int, height: int) -> tuple[dict, dict]:
+    side = min(width, height) / 2
+    box = [(width / 2 - side / 2, height / 2 - side / 2, width / 2 + side / 2, height / 2 + side / 2)]
+    faces = {lv: box for lv in LEVELS}
+    angles = {lv: ((lv * 7) % 90 - 45.0, (lv * 13) % 180 - 90.0, (lv * 3) % 60 - 30.0) for lv in LEVELS}
+    return faces, angles
+
+
+def make_video(path: Path, frames: int, width: int, height: int, offset: int = 0) -> None:
+    write_gray_video(
+        path, [LEVELS[(i + offset) % len(LEVELS)] for i in range(frames)], size=(width, height), fps=25
+    )
+
+
+def run_build(videos: Path, out: Path, width: int, height: int, *, workers: int, estimator=None) -> dict:
+    from faithfulfaces_core.dataset.build import build_dataset
+    from faithfulfaces_core.dataset.curate import CurationSettings
+    from faithfulfaces_core.dataset.decode import FrameSampling
+
+    faces, angles = scripted_tables(width, height)
+    estimator = estimator or ScriptedPoseEstimator(angles, input_size=224)
+    captioner_dir = videos
+    for video in captioner_dir.glob("*.mp4"):
+        video.with_suffix(".txt").write_text("a person turns their head")
+    from faithfulfaces_core.dataset.captions import SidecarCaptioner
+
+    t0 = time.perf_counter()
+    result = build_dataset(
+        [videos],
+        out,
+        detector=ScriptedDetector(faces),
+        estimator=estimator,
+        captioner=SidecarCaptioner(),
+        settings=CurationSettings(sampling=FrameSampling(every=1)),
+        workers=workers,
+        progress=False,
+        print_summary=False,
+    )
+    wall = time.perf_counter() - t0
+    t = result.report["throughput"]
+    return {
+        "videos": t["videos"],
+        "frames": t["frames_decoded"],
+        "processing_s": t["wall_seconds"],
+        "total_s": wall,
+        "kept": len(result.records),
+    }
+
+
+def child_memory(video: str, out: str, width: int, height: int, pose: str) -> None:
+    estimator = None
+    if pose != "scripted":
+        from faithfulfaces_core.pose.loading import load_pose_estimator
+
+        estimator = load_pose_estimator(pose, device="cpu", batch_size=16)
+    import faithfulfaces_core.checkpoints  # noqa: F401  (torch: the build imports it when it finishes)
+    import faithfulfaces_core.dataset.build  # noqa: F401
+
+    base = proc_status_mib("VmRSS")
+    folder = Path(video).parent
+    run_build(folder, Path(out), width, height, workers=1, estimator=estimator)
+    print(json.dumps({"peak_mib": proc_status_mib("VmHWM"), "before_build_mib": base}))
+
+
+def proc_status_mib(field: str) -> float:
+    """``VmHWM`` (peak RSS of this process image) or ``VmRSS`` from /proc/self/status, in MiB.
+
+    (``ru_maxrss`` is not used: on Linux it carries the parent's peak across fork + exec.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def measure_memory(tmp: Path, frames: int, width: int, height: int, pose: str) -> dict:
+    folder = tmp / f"mem_{frames}_{Path(pose).stem}"
+    folder.mkdir()
+    make_video(folder / "v.mp4", frames, width, height)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child-memory",
+            str(folder / "v.mp4"),
+            str(tmp / f"o{frames}_{Path(pose).stem}"),
+            "--size",
+            f"{width}x{height}",
+            "--pose",
+            pose,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--videos", type=int, default=8, help="videos in the throughput corpus")
+    parser.add_argument(
+        "--frames", type=int, default=50, help="frames per video (the long memory video has 10×)"
+    )
+    parser.add_argument("--size", default="640x360", help="frame size WxH")
+    parser.add_argument(
+        "--pose-videos", type=int, default=2, help="videos for the 6DRepNet run (slow on CPU)"
+    )
+    parser.add_argument("--child-memory", nargs=2, metavar=("VIDEO", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--pose", default="scripted", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.child_memory:
+        child_memory(*args.child_memory, width, height, args.pose)
+        return
+
+    import torch
+
+    from faithfulfaces_core.pose.sixdrepnet import SixDRepNetConfig, SixDRepNetEstimator, save_sixdrepnet
+    from faithfulfaces_core.tiny.pose import random_sixdrepnet
+
+    print(
+        f"CPU: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"videos {width}x{height} @ 25 fps, every frame sampled"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        corpus = tmp / "corpus"
+        corpus.mkdir()
+        for i in range(args.videos):
+            make_video(corpus / f"v{i:03d}.mp4", args.frames, width, height, offset=i)
+        for workers in (1, 2):
+            r = run_build(corpus, tmp / f"scripted_w{workers}", width, height, workers=workers)
+            rows.append((f"scripted detector + scripted pose, workers={workers}", r))
+        weights = save_sixdrepnet(
+            random_sixdrepnet(0, config=SixDRepNetConfig()), tmp / "6drepnet.safetensors"
+        )
+        pose_corpus = tmp / "pose_corpus"
+        pose_corpus.mkdir()
+        for i in range(args.pose_videos):
+            make_video(pose_corpus / f"v{i:03d}.mp4", args.frames, width, height, offset=i)
+        estimator = SixDRepNetEstimator(
+            random_sixdrepnet(0, config=SixDRepNetConfig()), device="cpu", batch_size=16
+        )
+        r = run_build(pose_corpus, tmp / "sixdrepnet", width, height, workers=1, estimator=estimator)
+        rows.append(("scripted detector + 6DRepNet B1g2 (random, torch CPU), workers=1", r))
+
+        print("\n| run | videos | frames | wall s (processing) | videos/s | frames/s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, r in rows:
+            s = r["processing_s"]
+            print(
+                f"| {name} | {r['videos']} | {r['frames']} | {s:.2f} | {r['videos'] / s:.2f} | {r['frames'] / s:.1f} |"
+            )
+
+        print("\n| peak RSS of one build process | frames | peak MiB | MiB before the build |")
+        print("|---|---:|---:|---:|")
+        for pose, label in (("scripted", "scripted models"), (str(weights), "6DRepNet B1g2")):
+            for frames in (args.frames, 10 * args.frames):
+                m = measure_memory(tmp, frames, width, height, pose)
+                print(
+                    f"| {label}, {frames}-frame video | {frames} | {m['peak_mib']:.0f} | {m['before_build_mib']:.0f} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
