@@ -81,6 +81,9 @@ def test_boxes_scale_with_the_image(detector):
     image = paint_fake_faces(_dark(1280), [BIG])
     (face,) = detector.detect(image)
     np.testing.assert_allclose(face.box, np.array(BIG.box) * 2, atol=2e-3)
+    portrait = paint_fake_faces(np.zeros((960, 640, 3), np.uint8), [BIG])  # scales with the longer side
+    (face,) = detector.detect(portrait)
+    np.testing.assert_allclose(face.box, np.array(BIG.box) * 1.5, atol=2e-3)
 
 
 def test_estimate_largest_face_crop_and_angles(detector, estimator):
