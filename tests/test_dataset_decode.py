@@ -153,3 +153,54 @@ def test_shard_parsing():
     ]:
         with pytest.raises(FaithfulFacesError, match=match):
             Shard.parse(text)
+
+
+def garbled_copy(source: Path, target: Path) -> Path:
+    """``source`` with random bytes over 20 % of its media data (header and index intact)."""
+    data = bytearray(source.read_bytes())
+    start = data.find(b"mdat") + 8
+    size = len(data) - start
+    a, b = start + int(0.3 * size), start + int(0.5 * size)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    target.write_bytes(bytes(data))
+    return target
+
+
+class OneFace:
+    name = "one-face"
+
+    def detect(self, image):
+        from faithfulfaces_core.pose.types import Face
+
+        return [Face(box=(8.0, 8.0, 56.0, 56.0), score=1.0)]
+
+
+class ZeroPose:
+    name, input_size = "zero-pose", 32
+
+    def estimate(self, crops, faces, image_sizes):
+        return np.zeros((len(crops), 3), np.float32)
+
+
+def test_decoding_failure_part_way(tmp_path):
+    from faithfulfaces_core.dataset.curate import CurationSettings, curate_video, staging_folder
+
+    levels = list(range(10, 250, 8))
+    write_gray_video(tmp_path / "good.mp4", levels, size=64)
+    bad = garbled_copy(tmp_path / "good.mp4", tmp_path / "bad.mp4")
+    with pytest.raises(VideoReadError, match=f"Cannot decode frame \\d+ of video {bad}"):
+        with VideoStream(bad, FrameSampling(every=1)) as stream:
+            for _ in stream:
+                pass
+    assert 0 < stream.frames_decoded < len(levels)
+    ref = VideoRef("bad.mp4", bad)
+    settings = CurationSettings(sampling=FrameSampling(every=1), batch_size=2)
+    result = curate_video(ref, OneFace(), ZeroPose(), settings, tmp_path / "dataset")
+    assert (result.outcome, result.reason) == ("error", "decode_failed")
+    assert result.frames_decoded > 2 and len(result.frames) >= 2  # crops had been written before the failure
+    assert "Cannot decode frame" in result.detail
+    assert not staging_folder(tmp_path / "dataset", ref).exists()  # and are gone
+    good = curate_video(
+        VideoRef("good.mp4", tmp_path / "good.mp4"), OneFace(), ZeroPose(), settings, tmp_path / "d2"
+    )
+    assert (good.outcome, good.reason, good.frames_decoded) == ("rejected", "low_pose_variation", len(levels))

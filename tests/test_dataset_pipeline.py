@@ -181,6 +181,25 @@ def test_rerun_skips_everything(clean_run, corpus, tmp_path):
     assert (clean_run.directory / "manifest.jsonl").read_bytes() == before
 
 
+def test_retry_errors_after_a_file_was_fixed(clean_run, corpus, tmp_path):
+    import shutil
+
+    videos = tmp_path / "videos"
+    shutil.copytree(corpus, videos)
+    out = tmp_path / "dataset"
+    shutil.copytree(clean_run.directory, out)
+    write_gray_video(videos / "corrupt.mp4", [16, 24])  # re-encoded since
+    (videos / "corrupt.txt").write_text("fixed")
+    assert build(videos, out).processed == 0  # a plain resume does not retry
+    again = build(videos, out, retry_errors=True)
+    assert again.processed == 2 and again.skipped == len(CORPUS)
+    done = done_log(out)
+    assert len((out / "done.jsonl").read_text().splitlines()) == len(done) == len(CORPUS) + 2
+    assert (done["corrupt.mp4"]["outcome"], done["truncated.mp4"]["outcome"]) == ("kept", "error")
+    assert [r.key for r in load_manifest(out)] == sorted([r.key for r in clean_run.records] + ["corrupt.mp4"])
+    assert again.report["outcomes"] == {"kept": 5, "rejected": 4, "error": 1}
+
+
 def test_resume_with_other_settings_is_refused(clean_run, corpus):
     with pytest.raises(FaithfulFacesError, match="was built with other settings"):
         build(

@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="process only shard i of n (0-based, videos assigned by a hash of their key); give each "
         "shard its own --out and merge them",
     )
+    b.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="on resume, process again the videos that could not be decoded before (e.g. re-encoded since)",
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     m = sub.add_parser("merge", help="merge shard dataset directories into one", formatter_class=fmt)
@@ -248,6 +253,7 @@ def run_build(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extensions=[e.strip() for e in args.extensions.split(",") if e.strip()],
         threads_per_worker=args.threads_per_worker,
+        retry_errors=args.retry_errors,
     )
     print(
         f"{len(result.records)} videos in {result.directory / 'manifest.jsonl'} "

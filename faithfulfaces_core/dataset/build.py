@@ -173,14 +173,16 @@ def build_dataset(
     progress: bool = True,
     print_summary: bool = True,
     threads_per_worker: int | None = None,
+    retry_errors: bool = False,
     on_commit: Callable[[VideoCuration], None] | None = None,
 ) -> BuildResult:
     """Curate the videos of ``inputs`` (folders, files, list files) into the dataset directory ``out``.
 
     ``detector`` / ``estimator`` / ``captioner``: a ``ModelSpec`` (built in each worker) or a built
     object. ``workers > 1`` runs that many spawned processes. ``shard``: process only the videos
-    whose key hashes to this shard. Rerunning with the same ``out`` resumes. ``on_commit`` is
-    called after each video is durably recorded (progress hooks, tests).
+    whose key hashes to this shard. Rerunning with the same ``out`` resumes; ``retry_errors``
+    also processes again the videos that failed to decode before (e.g. after re-encoding them).
+    ``on_commit`` is called after each video is durably recorded (progress hooks, tests).
     """
     settings = settings or CurationSettings()
     shard = shard or Shard()
@@ -202,6 +204,9 @@ def build_dataset(
             }
         )
         done = directory.recover()
+        if retry_errors:
+            latest = {r.key: r for r in directory.done_records()}
+            done -= {k for k, r in latest.items() if r.outcome == oc.ERROR}
         todo = [r for r in refs if r.key not in done]
         counts: Counter[str] = Counter()
         frames_decoded = frames_sampled = 0
