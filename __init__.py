@@ -1,0 +1,25 @@
+"""FaithfulFaces for ComfyUI: pose-faithful facial identity preservation for Wan2.1-VACE.
+
+ComfyUI entry point (V3 node API). Importing this is cheap: node schemas only; torch models,
+diffusers, insightface and onnxruntime are imported when a node runs.
+"""
+
+WEB_DIRECTORY = "./web"
+
+try:
+    from comfy_api.latest import ComfyExtension
+except ImportError:  # imported outside ComfyUI (e.g. by pytest collecting the repo root)
+    ComfyExtension = None
+
+if ComfyExtension is not None:
+    from .nodes import NODES, register_model_folders
+
+    class FaithfulFacesExtension(ComfyExtension):
+        async def get_node_list(self):
+            return list(NODES)
+
+    async def comfy_entrypoint() -> FaithfulFacesExtension:
+        register_model_folders()
+        return FaithfulFacesExtension()
+
+__all__ = ["WEB_DIRECTORY"]

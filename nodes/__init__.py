@@ -1,0 +1,21 @@
+"""The pack's ComfyUI nodes (V3 schema, ``comfy_api.latest``), in the order the menu shows them."""
+
+from .aligner import LoadAligner, PoseToken
+from .evaluation import FaceSimEvaluate
+from .models import register_model_folders
+from .pose import FacePoseEstimate, LoadFaceDetector, LoadPoseEstimator
+from .sampler import ApplyLoRA, LoadVACEPipeline, VACESampler
+
+NODES = [
+    LoadFaceDetector,
+    LoadPoseEstimator,
+    FacePoseEstimate,
+    LoadAligner,
+    PoseToken,
+    LoadVACEPipeline,
+    ApplyLoRA,
+    VACESampler,
+    FaceSimEvaluate,
+]
+
+__all__ = ["NODES", "register_model_folders"]

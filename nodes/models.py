@@ -1,0 +1,116 @@
+"""Where the pack finds the models a user places, through ComfyUI's ``folder_paths``.
+
+| folder (under ComfyUI/models)   | what                                                       |
+|---------------------------------|------------------------------------------------------------|
+| insightface/models/<pack>/      | InsightFace pack (antelopev2 or buffalo_l)                 |
+| faithfulfaces/                  | 6DRepNet weights (.pth/.safetensors/.onnx), aligner files  |
+| diffusers/<folder>/             | diffusers-format Wan2.1-VACE (1.3B or 14B)                 |
+| diffusion_models/               | single-file Wan2.1-VACE transformer                        |
+| loras/                          | FaithfulFaces LoRA files                                   |
+
+Every list falls back to a single explanatory entry when empty, so the node still renders and
+the web extension can tell the user which file is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import folder_paths
+
+POSE_WEIGHT_SUFFIXES = (".pth", ".safetensors", ".onnx")
+MISSING_PREFIX = "(none found) "
+
+
+def register_model_folders() -> None:
+    """Add the pack's own model folders (``faithfulfaces``, ``insightface``) to ComfyUI."""
+    for name in ("faithfulfaces", "insightface"):
+        default = os.path.join(folder_paths.models_dir, name)
+        if name not in folder_paths.folder_names_and_paths:
+            folder_paths.folder_names_and_paths[name] = ([default], {""})
+        elif default not in folder_paths.folder_names_and_paths[name][0]:
+            folder_paths.add_model_folder_path(name, default)
+
+
+def folders(name: str) -> list[Path]:
+    register_model_folders()
+    return [Path(p) for p in folder_paths.get_folder_paths(name)]
+
+
+def _files(name: str, suffixes: tuple[str, ...]) -> list[str]:
+    found: set[str] = set()
+    for root in folders(name):
+        if root.is_dir():
+            for path in root.rglob("*"):
+                if path.is_file() and path.suffix.lower() in suffixes:
+                    found.add(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def _subfolders(name: str, marker: str, below: str = "") -> list[str]:
+    found: set[str] = set()
+    for root in folders(name):
+        base = root / below
+        if base.is_dir():
+            found.update(p.name for p in base.iterdir() if p.is_dir() and any(p.glob(marker)))
+    return sorted(found)
+
+
+def _or_missing(items: list[str], hint: str) -> list[str]:
+    return items or [MISSING_PREFIX + hint]
+
+
+def insightface_packs() -> list[str]:
+    return _or_missing(
+        _subfolders("insightface", "*.onnx", below="models"),
+        "place antelopev2/ or buffalo_l/ in models/insightface/models/",
+    )
+
+
+def pose_weights() -> list[str]:
+    return _or_missing(
+        [f for f in _files("faithfulfaces", POSE_WEIGHT_SUFFIXES) if "6drepnet" in f.lower()],
+        "place 6DRepNet_300W_LP_AFLW2000.pth in models/faithfulfaces/",
+    )
+
+
+def aligner_files() -> list[str]:
+    return _or_missing(
+        [f for f in _files("faithfulfaces", (".safetensors",)) if "6drepnet" not in f.lower()],
+        "place a FaithfulFaces aligner .safetensors in models/faithfulfaces/",
+    )
+
+
+def vace_models() -> list[str]:
+    folders_ = [f"diffusers/{n}" for n in _subfolders("diffusers", "model_index.json")]
+    singles = [f"diffusion_models/{f}" for f in _files("diffusion_models", (".safetensors",))]
+    return _or_missing(
+        folders_ + singles,
+        "place a diffusers Wan2.1-VACE folder in models/diffusers/ or a VACE .safetensors in models/diffusion_models/",
+    )
+
+
+def lora_files() -> list[str]:
+    return _or_missing(_files("loras", (".safetensors",)), "place a FaithfulFaces LoRA in models/loras/")
+
+
+def resolve_insightface_pack(pack: str) -> Path:
+    """The folder of InsightFace pack ``pack`` (``models/insightface/models/<pack>``)."""
+    return resolve("insightface", pack if pack.startswith(MISSING_PREFIX) else f"models/{pack}")
+
+
+def resolve(name: str, relative: str) -> Path:
+    """The full path of ``relative`` in model folder ``name``; a clear error when it is absent."""
+    from faithfulfaces_core.errors import MissingModelError
+
+    if relative.startswith(MISSING_PREFIX):
+        raise MissingModelError(
+            f"No model file is selected: {relative[len(MISSING_PREFIX):]}, then refresh ComfyUI (press R)."
+        )
+    for root in folders(name):
+        candidate = root / relative
+        if candidate.exists():
+            return candidate
+    searched = ", ".join(str(r) for r in folders(name))
+    raise MissingModelError(f"'{relative}' was not found in the '{name}' model folder(s): {searched}.")

@@ -1,0 +1,126 @@
+"""Face detection and head-pose nodes."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import models, types
+from .images import from_uint8, to_uint8_list
+
+CATEGORY = "FaithfulFaces/pose"
+
+
+class LoadFaceDetector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaithfulFacesLoadFaceDetector",
+            display_name="Load Face Detector (FaithfulFaces)",
+            category=CATEGORY,
+            description=(
+                "InsightFace (antelopev2 / buffalo_l in models/insightface/models/) as the paper uses, "
+                "or the explicit no-download dlib backend (pip install -r requirements-offline.txt)."
+            ),
+            inputs=[
+                io.Combo.Input("backend", options=["insightface", "dlib-hog", "dlib-cnn"], default="insightface"),
+                io.Combo.Input("insightface_pack", options=models.insightface_packs(),
+                               tooltip="Folder in models/insightface/models/ (used by the insightface backend)."),
+                io.Combo.Input("provider", options=["auto", "CPU", "CUDA"], default="auto",
+                               tooltip="ONNX Runtime execution provider for InsightFace."),
+                io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
+                             tooltip="Detection size; smaller sizes are retried when nothing is found."),
+            ],
+            outputs=[types.FaceDetector.Output(display_name="face_detector")],
+        )
+
+    @classmethod
+    def execute(cls, backend, insightface_pack, provider, det_size) -> io.NodeOutput:
+        from faithfulfaces_core.dataset.backends import model_spec
+
+        if backend == "insightface":
+            kwargs = {"pack_dir": models.resolve_insightface_pack(insightface_pack), "device": provider.lower(),
+                      "det_sizes": [s for s in (det_size, 512, 384, 256) if s <= det_size]}
+        else:
+            kwargs = {"with_embeddings": True}
+        return io.NodeOutput(model_spec("detector", backend, kwargs).build())
+
+
+class LoadPoseEstimator(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaithfulFacesLoadPoseEstimator",
+            display_name="Load Pose Estimator (FaithfulFaces)",
+            category=CATEGORY,
+            description=(
+                "6DRepNet head-pose weights from models/faithfulfaces/ (6DRepNet_300W_LP_AFLW2000.pth, "
+                "or its .safetensors / .onnx conversion), or dlib's 68 landmarks + PnP (no download)."
+            ),
+            inputs=[
+                io.Combo.Input("backend", options=["6drepnet", "dlib-landmarks"], default="6drepnet",
+                               tooltip="dlib-landmarks needs the dlib face detector (68 landmarks)."),
+                io.Combo.Input("weights", options=models.pose_weights(),
+                               tooltip=".pth / .safetensors run on torch, .onnx on ONNX Runtime."),
+                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
+            ],
+            outputs=[types.PoseEstimator.Output(display_name="pose_estimator")],
+        )
+
+    @classmethod
+    def execute(cls, backend, weights, device) -> io.NodeOutput:
+        from faithfulfaces_core.dataset.backends import model_spec
+
+        if backend == "6drepnet":
+            kwargs = {"path": models.resolve("faithfulfaces", weights), "device": device}
+            return io.NodeOutput(model_spec("pose", "6drepnet", kwargs).build())
+        return io.NodeOutput(model_spec("pose", "pnp").build())
+
+
+class FacePoseEstimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FaithfulFacesFacePose",
+            display_name="Face Pose (FaithfulFaces)",
+            category=CATEGORY,
+            description="Finds the face, crops it (box ×enlarge) and estimates pitch, yaw and roll in degrees.",
+            inputs=[
+                io.Image.Input("image"),
+                types.FaceDetector.Input("face_detector"),
+                types.PoseEstimator.Input("pose_estimator"),
+                io.Combo.Input("multiple_faces", options=["largest", "error"], default="largest",
+                               tooltip="What to do when the image has several faces."),
+                io.Float.Input("enlarge", default=1.5, min=1.0, max=3.0, step=0.05,
+                               tooltip="Face box enlargement before cropping (the paper uses 1.5)."),
+            ],
+            outputs=[
+                types.FacePose.Output(display_name="face_pose"),
+                io.Image.Output(display_name="face_crop"),
+                io.Float.Output(display_name="pitch"),
+                io.Float.Output(display_name="yaw"),
+                io.Float.Output(display_name="roll"),
+                io.Image.Output(display_name="preview"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, face_detector, pose_estimator, multiple_faces, enlarge) -> io.NodeOutput:
+        from faithfulfaces_core.pose.draw import draw_pose_preview
+        from faithfulfaces_core.pose.estimate import estimate_face_poses
+
+        frames = to_uint8_list(image)
+        names = [f"input image {i + 1} of {len(frames)}" for i in range(len(frames))]
+        poses = estimate_face_poses(frames, face_detector, pose_estimator, policy=multiple_faces,
+                                    enlarge=enlarge, names=names)
+        first = poses[0]
+        angles = {"pitch": first.angles.pitch, "yaw": first.angles.yaw, "roll": first.angles.roll,
+                  "backend": first.backend}
+        return io.NodeOutput(
+            poses,
+            from_uint8([p.crop for p in poses]),
+            first.angles.pitch,
+            first.angles.yaw,
+            first.angles.roll,
+            from_uint8([draw_pose_preview(f, p) for f, p in zip(frames, poses)]),
+            ui={"faithfulfaces_pose": [angles]},
+        )

@@ -1,0 +1,41 @@
+"""Shared fixtures: a real ComfyUI server (session-wide) and its log on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faithfulfaces_core.host import ComfyServer, start_comfyui
+
+
+def pytest_runtest_makereport(item, call):
+    """Append the ComfyUI server log to the report of a failed test that used a server."""
+    if call.when != "call" or call.excinfo is None:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, ComfyServer):
+            item.add_report_section("call", "comfyui log", value.log()[-8000:])
+
+
+@pytest.fixture(scope="session")
+def comfy_base(tmp_path_factory) -> Path:
+    """The server's base directory; tests write their tiny models here before it starts."""
+    return tmp_path_factory.mktemp("comfy")
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_base) -> ComfyServer:
+    """A real ComfyUI (``main.py --cpu``) on a free loopback port, with this pack loaded."""
+    from faithfulfaces_core.tiny.modelset import write_tiny_model_set
+
+    write_tiny_model_set(comfy_base / "models")
+    server = start_comfyui(comfy_base, env={"FF_TEST_SERVER": "1"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy) -> dict:
+    return comfy.get("/object_info")
+

@@ -1,0 +1,133 @@
+"""The pack inside a real ComfyUI server: it loads, registers every node, and survives missing extras."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from faithfulfaces_core.host import PACK_ROOT, start_comfyui
+
+pytestmark = pytest.mark.comfy
+
+
+def pack_node_ids() -> set[str]:
+    """Node ids declared in nodes/*.py, read from the source (independent of the running server)."""
+    ids = set()
+    for path in (PACK_ROOT / "nodes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "node_id" and isinstance(node.value, ast.Constant):
+                ids.add(node.value.value)
+    return ids
+
+
+def import_failures(log: str) -> list[str]:
+    return [line for line in log.splitlines()
+            if ("IMPORT FAILED" in line or "Cannot import" in line) and "faithfulfaces" in line]
+
+
+def test_pack_loads_and_every_node_is_registered(comfy, object_info):
+    assert import_failures(comfy.log()) == []
+    expected = pack_node_ids()
+    assert len(expected) >= 8
+    ours = {name: info for name, info in object_info.items() if name.startswith("FaithfulFaces")}
+    assert set(ours) == expected
+    for name, info in ours.items():
+        assert info["category"].startswith("FaithfulFaces/"), name
+        assert info["python_module"].startswith("custom_nodes."), name
+    # ComfyUI's own Wan nodes are there too: the host is a complete ComfyUI.
+    for core_node in ("WanVaceToVideo", "SaveVideo", "CreateVideo", "UNETLoader", "KSampler"):
+        assert core_node in object_info
+
+
+def test_web_extension_is_served(comfy):
+    extensions = comfy.get("/extensions")
+    assert any(e.endswith("/faithfulfaces.js") and "faithfulfaces" in e for e in extensions), extensions
+
+
+def test_import_is_cheap():
+    """Importing the pack's node modules builds no model and imports no heavy library."""
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        # a minimal stand-in for ComfyUI's folder_paths, so nodes/ imports outside a server
+        fp = types.ModuleType("folder_paths"); fp.models_dir = "/nonexistent"
+        fp.folder_names_and_paths = {{}}
+        fp.get_folder_paths = lambda name: fp.folder_names_and_paths.get(name, ([],))[0]
+        fp.add_model_folder_path = lambda n, p, is_default=False: None
+        sys.modules["folder_paths"] = fp
+        sys.path.insert(0, {str(Path(sys.prefix).joinpath("comfyui-path").read_text().strip())!r})
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            "faithfulfaces_pack", {str(PACK_ROOT / "__init__.py")!r},
+            submodule_search_locations=[{str(PACK_ROOT)!r}])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["faithfulfaces_pack"] = mod
+        spec.loader.exec_module(mod)
+        heavy = [m for m in ("diffusers", "transformers", "insightface", "onnxruntime", "dlib", "cv2", "peft")
+                 if m in sys.modules]
+        print("HEAVY", heavy)
+        print("NODES", len(mod.nodes.NODES) if hasattr(mod, "nodes") else "none")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
+    assert re.search(r"NODES \d+", out.stdout), out.stdout
+
+
+HIDE_MODULES = textwrap.dedent(
+    """
+    import sys
+    HIDDEN = {hidden!r}
+
+    class _Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                raise ModuleNotFoundError(f"No module named '{{name}}'", name=name)
+            return None
+
+    sys.meta_path.insert(0, _Hide())
+    """
+)
+
+
+def test_pack_loads_without_optional_packages(tmp_path):
+    """With insightface, onnxruntime and dlib hidden, the pack loads; their nodes say what to install."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(HIDE_MODULES.format(hidden=["insightface", "onnxruntime", "dlib"]))
+    base = tmp_path / "comfy"
+    pack = base / "models" / "insightface" / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    (pack / "scrfd_10g_bnkps.onnx").write_bytes(b"not used: insightface is hidden")
+    server = start_comfyui(base, env={"PYTHONPATH": str(hide)})
+    try:
+        log = server.log()
+        assert import_failures(log) == [], log
+        info = server.get("/object_info")
+        assert pack_node_ids() <= set(info)
+
+        cases = {
+            "insightface": ({"backend": "insightface", "insightface_pack": "antelopev2"},
+                            "pip install insightface"),
+            "dlib-hog": ({"backend": "dlib-hog", "insightface_pack": "antelopev2"},
+                         "pip install -r requirements-offline.txt"),
+        }
+        for backend, (inputs, advice) in cases.items():
+            prompt = {"1": {"class_type": "FaithfulFacesLoadFaceDetector",
+                            "inputs": {**inputs, "provider": "auto", "det_size": 640}}}
+            entry = server.run(prompt, timeout=120)
+            assert entry["status"]["status_str"] == "error", backend
+            messages = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+            assert messages, entry
+            text = messages[0][1]["exception_message"]
+            assert advice in text, text
+            assert "is not installed" in text, text
+    finally:
+        server.stop()
