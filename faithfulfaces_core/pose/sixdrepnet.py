@@ -48,8 +48,9 @@ from .types import Face
 
 RELEASED_FILENAME = "6DRepNet_300W_LP_AFLW2000.pth"
 RELEASE_SOURCE = (
-    "the 6DRepNet GitHub project thohemp/6DRepNet (README, 'Pretrained models': "
-    "6DRepNet_300W_LP_AFLW2000.pth, the model trained on 300W-LP)"
+    "the 6DRepNet project thohemp/6DRepNet on GitHub (README, 'Pretrained models': the 300W-LP model, which the "
+    "author hosts at https://cloud.ovgu.de/s/Q67RnLDy6JKLRWm/download/6DRepNet_300W_LP_AFLW2000.pth; download it "
+    "yourself)"
 )
 CHECKPOINT_KIND = "pose_estimator"
 CHECKPOINT_FORMAT = 1
