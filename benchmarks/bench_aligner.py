@@ -36,6 +36,7 @@ from faithfulfaces_core.aligner import AlignerConfig, PoseSharedAligner, info_nc
 from faithfulfaces_core.aligner.inputs import preprocess  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MODES = ("forward", "train", "train-ckpt")
 STAGES = ("tokenizer", "euler embedding", "dictionary", "projection", "loss")
 
 
@@ -86,6 +87,7 @@ def worker(args: argparse.Namespace) -> dict:
         run = lambda c, e: aligner.align(c, e)  # noqa: E731
     else:
         aligner.train()
+        aligner.enable_gradient_checkpointing(args.worker == "train-ckpt")
         run = lambda c, e: train_step(aligner, c, e)  # noqa: E731
     run(*small)  # warm-up on a small batch: kernels, allocator, lazy init
     sync(device)
@@ -154,7 +156,9 @@ def run_worker(args: argparse.Namespace, mode: str, batch: int) -> dict:
            "--max-repeats", str(args.max_repeats), "--threads", str(args.threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"worker {mode} B={batch} failed:\n{done.stderr}")
+        tail = done.stderr.strip().splitlines()[-1:] or [f"killed by signal {-done.returncode}"]
+        print(f"worker {mode} B={batch} failed (exit {done.returncode}): {tail[0]}", file=sys.stderr)
+        return {}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -167,10 +171,10 @@ def main() -> None:
     parser.add_argument("--dictionary-size", type=int, default=4096)
     parser.add_argument("--token-dim", type=int, default=AlignerConfig.token_dim)
     parser.add_argument("--crop-size", type=int, default=224, help="input crop side (resized inside)")
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds to repeat each measurement")
+    parser.add_argument("--min-time", type=float, default=5.0, help="seconds to repeat each measurement")
     parser.add_argument("--max-repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--worker", choices=["forward", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -189,16 +193,19 @@ def main() -> None:
         f"{n_params / 1e6:.2f} M parameters; device {args.device}, {args.dtype}, "
         f"{args.threads or torch.get_num_threads()} threads, input crops {args.crop_size}px"
     )
-    table = Table(title="Aligner throughput and peak memory (forward: B faces; fwd+bwd: B pairs = 2B faces)")
-    for col in ("batch B", "forward faces/s", "forward peak MiB", "fwd+bwd faces/s", "fwd+bwd peak MiB"):
-        table.add_column(col, justify="right")
+    table = Table(title="Aligner throughput and peak memory "
+                        "(forward: B faces; fwd+bwd: a training step on B pairs = 2B faces)")
+    table.add_column("batch B", justify="right")
+    for col in ("forward", "fwd+bwd", "fwd+bwd, grad. ckpt"):
+        table.add_column(f"{col} faces/s", justify="right")
+        table.add_column(f"{col} peak MiB", justify="right")
     for batch in args.batches:
-        with console.status(f"B={batch}: forward"):
-            fwd = run_worker(args, "forward", batch)
-        with console.status(f"B={batch}: forward + backward"):
-            trn = run_worker(args, "train", batch)
-        table.add_row(str(batch), f"{fwd['faces_per_s']:.1f}", f"{fwd['peak_mib']:.0f}",
-                      f"{trn['faces_per_s']:.1f}", f"{trn['peak_mib']:.0f}")
+        row = [str(batch)]
+        for mode in MODES:
+            with console.status(f"B={batch}: {mode}"):
+                result = run_worker(args, mode, batch)
+            row += [f"{result['faces_per_s']:.1f}", f"{result['peak_mib']:.0f}"] if result else ["failed", "-"]
+        table.add_row(*row)
     console.print(table)
 
     split = Table(title="Training-step cost split (ms; B pairs = 2B faces; fwd / bwd)")

@@ -121,6 +121,24 @@ def test_dictionary_weights_are_probabilities_and_g_matches_float64_reference():
     assert not np.allclose(w_ref, 1 / w_ref.shape[1], atol=1e-4)  # the weights are not trivially uniform
 
 
+def test_max_pooled_correlation_gradients_match_autograd(monkeypatch):
+    from faithfulfaces_core.aligner import dictionary
+
+    g = torch.Generator().manual_seed(30)
+    e = torch.randn(7, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(dictionary.MaxPooledCorrelation.apply, (e, d))
+    monkeypatch.setattr(dictionary, "CHUNK_ELEMENTS", 2 * 5 * 9)  # chunks of 2 faces: 4 chunks
+    upstream = torch.randn(7, 9, generator=g, dtype=torch.float64)
+    pooled = dictionary.MaxPooledCorrelation.apply(e, d)
+    grads = torch.autograd.grad(pooled, (e, d), upstream)
+    reference = torch.einsum("bnd,kd->bnk", e, d).amax(dim=1)
+    ref_grads = torch.autograd.grad(reference, (e, d), upstream)
+    torch.testing.assert_close(pooled, reference, rtol=0, atol=1e-12)
+    for got, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
 # --- InfoNCE --------------------------------------------------------------------------------
 
 
@@ -288,6 +306,9 @@ def test_loader_errors_name_the_problem(tmp_path):
         load_aligner(_write(tmp_path / "nodim.safetensors", state, no_dim))
     with pytest.raises(CheckpointError, match="Unknown face tokenizer 'never_registered'"):
         load_aligner(_write(tmp_path / "tok.safetensors", state, dict(cfg, tokenizer="never_registered")))
+    with pytest.raises(CheckpointError, match="makes pose tokens of width 32, but the generator needs width 1536"):
+        load_aligner(good, token_dim=1536)
+    assert load_aligner(good, token_dim=32).config.token_dim == 32
     with pytest.raises(CheckpointError, match=f"has aligner format {ALIGNER_FORMAT + 1}, newer than"):
         load_aligner(_write(tmp_path / "new.safetensors", state, cfg, fmt=ALIGNER_FORMAT + 1))
 

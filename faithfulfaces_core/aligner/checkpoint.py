@@ -29,16 +29,30 @@ def save_aligner(
 
 
 def load_aligner(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    token_dim: int | None = None,
 ) -> PoseSharedAligner:
     """Rebuild the aligner from ``path`` (config from the metadata), in eval mode.
 
     Another kind of file, a damaged config, missing/unexpected keys or wrong shapes raise a
-    ``CheckpointError`` that names the file, the key and what was expected.
+    ``CheckpointError`` that names the file, the key and what was expected. With ``token_dim``
+    (the generator's width C) an aligner made for another generator size is refused too.
     """
     ckpt = load_checkpoint(path, kind=ALIGNER_KIND, max_format=ALIGNER_FORMAT)
     try:
         config = AlignerConfig.from_dict(ckpt.config)
+    except FaithfulFacesError as exc:
+        raise CheckpointError(f"{ckpt.path}: cannot rebuild the aligner from its metadata: {exc}") from exc
+    if token_dim is not None and config.token_dim != token_dim:
+        raise CheckpointError(
+            f"{ckpt.path}: this aligner makes pose tokens of width {config.token_dim}, but the generator "
+            f"needs width {token_dim} (1536 = Wan 1.3B, 5120 = Wan 14B). Pick the aligner file trained "
+            "for this model."
+        )
+    try:
         aligner = PoseSharedAligner(config)
     except FaithfulFacesError as exc:
         raise CheckpointError(f"{ckpt.path}: cannot rebuild the aligner from its metadata: {exc}") from exc
