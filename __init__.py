@@ -4,7 +4,15 @@ ComfyUI entry point (V3 node API). Importing this is cheap: node schemas only; t
 diffusers, insightface and onnxruntime are imported when a node runs.
 """
 
+import os
+import sys
+
 WEB_DIRECTORY = "./web"
+
+# The library under the nodes is a top-level package (also used by training/ and plain Python).
+_PACK_ROOT = os.path.dirname(os.path.abspath(__file__))
+if _PACK_ROOT not in sys.path:
+    sys.path.insert(0, _PACK_ROOT)
 
 try:
     from comfy_api.latest import ComfyExtension

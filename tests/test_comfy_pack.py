@@ -28,7 +28,7 @@ def pack_node_ids() -> set[str]:
 
 def import_failures(log: str) -> list[str]:
     return [line for line in log.splitlines()
-            if ("IMPORT FAILED" in line or "Cannot import" in line) and "faithfulfaces" in line]
+            if ("IMPORT FAILED" in line or "Cannot import" in line) and "custom_nodes/faithfulfaces" in line]
 
 
 def test_pack_loads_and_every_node_is_registered(comfy, object_info):
@@ -83,13 +83,23 @@ def test_import_is_cheap():
 
 HIDE_MODULES = textwrap.dedent(
     """
+    import importlib.machinery
     import sys
+
     HIDDEN = {hidden!r}
 
+    class _Missing:
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise ModuleNotFoundError(f"No module named '{{module.__name__}}'", name=module.__name__)
+
     class _Hide:
+        # A spec whose import fails as a missing package does (find_spec callers still work).
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in HIDDEN:
-                raise ModuleNotFoundError(f"No module named '{{name}}'", name=name)
+                return importlib.machinery.ModuleSpec(name, _Missing())
             return None
 
     sys.meta_path.insert(0, _Hide())
@@ -120,8 +130,17 @@ def test_pack_loads_without_optional_packages(tmp_path):
                          "pip install -r requirements-offline.txt"),
         }
         for backend, (inputs, advice) in cases.items():
-            prompt = {"1": {"class_type": "FaithfulFacesLoadFaceDetector",
-                            "inputs": {**inputs, "provider": "auto", "det_size": 640}}}
+            prompt = {
+                "1": {"class_type": "FaithfulFacesLoadFaceDetector",
+                      "inputs": {**inputs, "provider": "auto", "det_size": 640}},
+                "2": {"class_type": "FaithfulFacesLoadPoseEstimator",
+                      "inputs": {"backend": "dlib-landmarks", "weights": "none", "device": "cpu"}},
+                "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+                "4": {"class_type": "FaithfulFacesFacePose",
+                      "inputs": {"image": ["3", 0], "face_detector": ["1", 0], "pose_estimator": ["2", 0],
+                                 "multiple_faces": "largest", "enlarge": 1.5}},
+                "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 5]}},
+            }
             entry = server.run(prompt, timeout=120)
             assert entry["status"]["status_str"] == "error", backend
             messages = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]

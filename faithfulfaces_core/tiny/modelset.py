@@ -48,7 +48,7 @@ def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> Tin
 
     from ..aligner import save_aligner
     from ..pose.sixdrepnet import save_sixdrepnet
-    from ..wan.lora import LoraSpec, add_lora, save_lora_file
+    from ..wan.lora import LoraSpec, add_lora, save_lora
     from ..wan.loading import load_pipeline
     from .aligner import build_tiny_aligner
     from .insightface import FakeFace, build_fake_insightface_pack
@@ -76,8 +76,8 @@ def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> Tin
             if "lora_B" in name:
                 torch.nn.init.normal_(param, std=0.02)
     loras = models / "loras"
-    lora = save_lora_file(pipe.transformer, loras / LORA_FILE, layout="diffusers")
-    lora_comfy = save_lora_file(pipe.transformer, loras / LORA_COMFY_FILE, layout="original")
+    lora = save_lora(loras / LORA_FILE, pipe.transformer, layout="diffusers")
+    lora_comfy = save_lora(loras / LORA_COMFY_FILE, pipe.transformer, layout="original_wan")
 
     for folder in {wan.diffusers_dir.parent, wan.transformer_file.parent, pack.parent, ff, loras}:
         (folder / "TINY_RANDOM_MODELS.txt").write_text(NOTICE)

@@ -388,3 +388,21 @@ def unload_lora(pipe, adapter_name: str = ADAPTER_NAME) -> None:
     if lora_is_fused(pipe.transformer):
         unfuse_lora(pipe)
     pipe.delete_adapters(adapter_name)
+
+
+def use_lora(pipe, path: str | os.PathLike | None, *, adapter_name: str = ADAPTER_NAME) -> None:
+    """Make ``pipe`` carry exactly the LoRA at ``path`` (or none), loading only when it changed.
+
+    For node graphs that share one cached pipeline between branches with different LoRAs: the
+    adapter is keyed by its file path and modification time, so a re-trained file reloads.
+    """
+    wanted = None if path is None else (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+    current = getattr(pipe, "_faithfulfaces_lora", None)
+    if wanted == current:
+        return
+    if current is not None and adapter_name in getattr(pipe.transformer, "peft_config", {}):
+        unload_lora(pipe, adapter_name)
+    pipe._faithfulfaces_lora = None
+    if wanted is not None:
+        load_lora(pipe, wanted[0], adapter_name=adapter_name)
+        pipe._faithfulfaces_lora = wanted
