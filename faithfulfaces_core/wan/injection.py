@@ -88,11 +88,14 @@ def apply_wan_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     """Wan's rotary embedding on interleaved (even, odd) channel pairs.
 
     ``x`` ``[B, L, H, D]``; ``cos, sin`` ``[1, L, 1, D]`` as ``WanRotaryPosEmbed`` returns them
-    (each frequency repeated for its pair).
+    (each frequency repeated for its pair). Written into one output, in ``x``'s dtype.
     """
     x1, x2 = x[..., 0::2], x[..., 1::2]
     c, s = cos[..., 0::2], sin[..., 1::2]
-    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2).type_as(x)
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * c - x2 * s
+    out[..., 1::2] = x1 * s + x2 * c
+    return out
 
 
 @dataclass(frozen=True)
