@@ -125,6 +125,10 @@ class ComfyServer:
                     if isinstance(item, dict) and "filename" in item and item.get("type") == "output":
                         yield self.output_dir / item.get("subfolder", "") / item["filename"]
 
+    def listen(self) -> WebsocketLog:
+        """Start recording the server's websocket messages for this client (progress, status, ...)."""
+        return WebsocketLog(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -133,6 +137,45 @@ class ComfyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class WebsocketLog:
+    """JSON messages from ComfyUI's websocket, recorded by a background thread until ``close()``."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        import websocket
+
+        self.messages: list[dict[str, Any]] = []
+        self._socket = websocket.create_connection(url, timeout=30)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                raw = self._socket.recv()
+            except Exception:
+                return
+            if not raw:  # the connection was closed
+                return
+            if isinstance(raw, str):  # binary frames are preview images
+                self.messages.append(json.loads(raw))
+
+    def of_type(self, kind: str, prompt_id: str | None = None) -> list[dict[str, Any]]:
+        return [m["data"] for m in list(self.messages)
+                if m.get("type") == kind and (prompt_id is None or m["data"].get("prompt_id") == prompt_id)]
+
+    def close(self) -> None:
+        self._socket.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> WebsocketLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def start_comfyui(

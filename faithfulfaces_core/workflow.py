@@ -9,7 +9,7 @@ unknown or invalid widget values are errors). Pure JSON work: nothing here impor
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import FaithfulFacesError
@@ -164,8 +164,15 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, Any], *, titl
     }
 
 
-def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
-    """The API prompt the frontend would queue for a UI graph; every widget value is validated."""
+def ui_to_api(
+    workflow: Mapping[str, Any], object_info: Mapping[str, Any], *, file_inputs: Collection[str] = ()
+) -> dict:
+    """The API prompt the frontend would queue for a UI graph; every widget value is validated.
+
+    ``file_inputs``: inputs whose values name model or image files, checked for type only (an
+    example workflow names the real model files, which a test server does not have; ComfyUI's
+    frontend likewise shows a missing file instead of refusing the graph).
+    """
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt: dict[str, Any] = {}
     for node in workflow["nodes"]:
@@ -189,7 +196,10 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> di
                 raise FaithfulFacesError(f"node {node_id} ({class_type}): no widget value for input '{name}'")
             taken = _widget_values(name, kind, options, values[0])
             value, values = values[0], values[len(taken):]
-            check_widget_value(node_id, class_type, name, kind, options, value)
+            if name in file_inputs:
+                check_widget_value(node_id, class_type, name, "STRING", {}, value)
+            else:
+                check_widget_value(node_id, class_type, name, kind, options, value)
             inputs[name] = value
         prompt[node_id] = {"class_type": class_type, "inputs": inputs}
     return prompt
@@ -206,3 +216,32 @@ def with_inputs(prompt: Mapping[str, Any], changes: Mapping[str, Mapping[str, An
                 raise FaithfulFacesError(f"node {node_id} ({out[node_id]['class_type']}) has no input '{name}'")
             out[node_id]["inputs"][name] = value
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m faithfulfaces_core.workflow``: lay out every API workflow as a UI workflow."""
+    import argparse
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from .host import PACK_ROOT, start_comfyui
+
+    parser = argparse.ArgumentParser(description="Write workflows/<name>.json (UI) from workflows/api/<name>.json.")
+    parser.add_argument("--workflows", type=Path, default=PACK_ROOT / "workflows")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as base:
+        server = start_comfyui(base)
+        try:
+            object_info = server.get("/object_info")
+        finally:
+            server.stop()
+    for api_file in sorted((args.workflows / "api").glob("*.json")):
+        ui = api_to_ui(json.loads(api_file.read_text()), object_info)
+        (args.workflows / api_file.name).write_text(json.dumps(ui, indent=1) + "\n")
+        print(f"wrote {args.workflows / api_file.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,7 +87,17 @@ def draw_face_pose(
     return out
 
 
-def draw_pose_preview(image: np.ndarray, pose: FacePose) -> np.ndarray:
-    """The preview of one ``estimate_face_poses`` result on its source image."""
+def draw_pose_preview(image: np.ndarray, pose: FacePose, *, min_side: int = 512) -> np.ndarray:
+    """The preview of one ``estimate_face_poses`` result on its source image.
+
+    Small images are enlarged first (long side at least ``min_side``) so the label stays legible.
+    """
+    cv2 = require("cv2", "The head-pose preview")
     face = pose.face
-    return draw_face_pose(image, face.box, pose.angles, keypoints=face.keypoints)
+    scale = max(1.0, min_side / max(image.shape[:2]))
+    if scale > 1.0:
+        size = (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale)))
+        image = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_CUBIC)
+    box = tuple(float(v) * scale for v in face.box)
+    keypoints = None if face.keypoints is None else np.asarray(face.keypoints) * scale
+    return draw_face_pose(image, box, pose.angles, keypoints=keypoints)
