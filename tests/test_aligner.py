@@ -376,6 +376,10 @@ def test_config_validation():
         PoseSharedAligner(tiny_aligner_config(image_size=30))
     with pytest.raises(FaithfulFacesError, match="not divisible by num_heads"):
         PoseSharedAligner(tiny_aligner_config(dim=30, num_heads=4))
+    with pytest.raises(FaithfulFacesError, match="mlp_ratio must be a finite number, got '4'"):
+        AlignerConfig(mlp_ratio="4")
+    with pytest.raises(FaithfulFacesError, match=r"pixel_mean must hold 3 numbers"):
+        AlignerConfig(pixel_mean=(0.5, 0.5))
     cfg = tiny_aligner_config(pixel_mean=[0.4, 0.5, 0.6])
     assert AlignerConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -531,5 +535,5 @@ def test_short_training_learns_cross_pose_identity_and_pose_structured_weights(o
           f"JS near/far before {near_before:.4f}/{far_before:.4f}, after {near_after:.4f}/{far_after:.4f}; "
           f"temperature {1 / aligner.logit_scale.exp().item():.4f}")
     assert before < 0.05  # chance is 1/128 = 0.008; measured 0.000
-    assert after > 0.15 and after > before + 0.12  # measured 0.344
-    assert near_after < 0.6 * far_after  # similar poses: more alike dictionary weights (measured 0.43x)
+    assert after > 0.15 and after > before + 0.12  # measured 0.383
+    assert near_after < 0.6 * far_after  # similar poses: more alike dictionary weights (measured 0.42x)

@@ -68,6 +68,10 @@ class AlignerConfig:
                     f"AlignerConfig.{name} must hold 3 numbers (R, G, B), got {value!r}."
                 )
             object.__setattr__(self, name, tuple(float(v) for v in value))
+        for name in ("mlp_ratio", "logit_scale_init", "logit_scale_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise FaithfulFacesError(f"AlignerConfig.{name} must be a finite number, got {value!r}.")
         if not self.mlp_ratio > 0:
             raise FaithfulFacesError(f"AlignerConfig.mlp_ratio must be positive, got {self.mlp_ratio!r}.")
         if min(self.pixel_std) <= 0:

@@ -60,7 +60,8 @@ class PoseSharedAligner(nn.Module):
     def embed(self, face_crops: torch.Tensor, euler: torch.Tensor) -> torch.Tensor:
         """Pose-conditioned face embeddings ``E + pose`` ``[B, N, d]`` from ``[B, 3, H, W]``, ``[B, 3]``."""
         check_shapes(face_crops, euler)
-        pixels = preprocess(face_crops, self.config.image_size, self.pixel_mean.float(), self.pixel_std.float())
+        pixels = preprocess(face_crops.to(self.device), self.config.image_size, self.pixel_mean.float(),
+                            self.pixel_std.float())
         faces = self.tokenizer(pixels.to(self.dtype))  # [B, N, d]
         if faces.ndim != 3 or faces.shape[-1] != self.config.dim:
             raise FaithfulFacesError(
