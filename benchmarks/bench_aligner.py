@@ -149,7 +149,7 @@ def stage_split(args: argparse.Namespace, pairs: int) -> dict[str, tuple[float, 
     for _ in range(3 if pairs <= 256 else 1):  # best of 3 per stage where that is affordable
         timings.clear()
         step(*inputs)
-        best = {s: [min(v, best.get(s, v)[i]) for i, v in enumerate(timings[s])] for s in STAGES}
+        best = {s: [min(pair) for pair in zip(timings[s], best.get(s, timings[s]), strict=True)] for s in STAGES}
     return {s: (best[s][0], best[s][1]) for s in STAGES}
 
 
