@@ -1,0 +1,348 @@
+"""What each training step sees: the dataset index, the batch plan and the step batches.
+
+**Index.** The manifest (``dataset.manifest``) is read once. A video is usable for flow matching
+when its file exists and it has enough decoded frames for a clip; it is an *identity* for the
+aligner when two of its crops differ in pose by at least ``min_pose_difference`` (circular
+Σ|Δangle|, degrees). Bad manifest lines, missing videos, too-short videos and videos without
+such a pair are skipped, counted and reported (``DataReport``).
+
+**Plan.** Every draw is a pure function of ``(seed, g)`` where ``g = micro_step · world + rank`` is
+the global micro-batch number: the video order is a fresh permutation per epoch, the reference
+crop of each drawn video, the aligner's identities (distinct, so no false negatives) and their
+two crops, the noise and timesteps. The data position to resume from is therefore just the
+micro-step count, and any number of loader workers gives the same batches.
+
+**Batches.** ``StepBatches[micro]`` loads one micro-batch for this process: the clips (decoded,
+resized and centre-cropped by diffusers' ``VideoProcessor``) or their cached latents, the
+prompts or their cached embeddings, the reference faces, and the aligner's crop pairs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import FaithfulFacesError
+
+_VIDEO_ORDER, _REFERENCE, _PAIRS, _NOISE = 17, 23, 29, 31  # stream tags of the seeded draws
+
+
+def pose_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ over (pitch, yaw, roll) of the circular angle difference, degrees: ``[N, 3]``, ``[M, 3]`` → ``[N, M]``."""
+    diff = np.abs(a[:, None, :].astype(np.float64) - b[None, :, :].astype(np.float64)) % 360.0
+    return np.minimum(diff, 360.0 - diff).sum(-1)
+
+
+def clip_frame_indices(num_frames: int, stride: int) -> list[int]:
+    """The decoded-frame ordinals of a clip: ``0, stride, 2·stride, ...`` (``num_frames`` of them)."""
+    return [i * stride for i in range(num_frames)]
+
+
+def spread(n: int, k: int) -> tuple[int, ...]:
+    """Up to ``k`` indices evenly spread over ``range(n)`` (first and last included)."""
+    return tuple(int(i) for i in np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int)))
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One manifest record as the trainer uses it."""
+
+    key: str
+    prompt: str
+    video: Path
+    crops: tuple[Path, ...]
+    angles: np.ndarray  # [N, 3] degrees
+    candidates: tuple[int, ...]  # crop indices that may be the reference face
+    frames_decoded: int
+    usable: bool  # file present and long enough for a clip
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A video whose crops contain at least one pair at different poses."""
+
+    item: int  # index into DatasetIndex.items
+    anchors: np.ndarray  # crop indices that have a partner
+    partners: tuple[np.ndarray, ...]  # per anchor: crop indices far enough in pose
+
+
+@dataclass
+class DataReport:
+    """What was kept and what was skipped, and why."""
+
+    manifest: str
+    lines: int = 0
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    missing_videos: list[str] = field(default_factory=list)
+    too_short: list[str] = field(default_factory=list)
+    no_pose_pair: list[str] = field(default_factory=list)
+    videos: int = 0
+    identities: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest, "lines": self.lines, "records": self.lines - len(self.bad_lines),
+            "bad_lines": [{"line": n, "problem": m} for n, m in self.bad_lines],
+            "missing_videos": self.missing_videos, "too_short": self.too_short,
+            "no_pose_pair": self.no_pose_pair, "videos": self.videos, "identities": self.identities,
+        }
+
+    def summary(self) -> str:
+        parts = [f"{self.videos} videos for flow matching, {self.identities} identities for InfoNCE"]
+        skipped = [(len(self.bad_lines), "bad manifest lines skipped"),
+                   (len(self.missing_videos), "videos missing on disk (aligner only)"),
+                   (len(self.too_short), "videos too short for a clip (aligner only)"),
+                   (len(self.no_pose_pair), "videos without two crops at different poses (flow matching only)")]
+        parts += [f"{n} {what}" for n, what in skipped if n]
+        return "; ".join(parts)
+
+    def details(self, limit: int = 20) -> list[str]:
+        """One line per problem (the first ``limit`` of each kind)."""
+        out = [f"{self.manifest}, line {n}: {m}" for n, m in self.bad_lines[:limit]]
+        out += [f"video missing: {k}" for k in self.missing_videos[:limit]]
+        out += [f"video too short: {k}" for k in self.too_short[:limit]]
+        out += [f"no pose pair: {k}" for k in self.no_pose_pair[:limit]]
+        return out
+
+
+@dataclass
+class DatasetIndex:
+    items: list[VideoItem]
+    videos: list[int]  # item indices usable for flow matching
+    identities: list[Identity]
+    report: DataReport
+
+
+def index_dataset(data_cfg, *, num_frames: int | None = None, check_batches: bool = True) -> DatasetIndex:
+    """Read the manifest of ``data_cfg.dataset_dir`` and decide what each record is used for.
+
+    Raises a ``FaithfulFacesError`` naming the fix when nothing is left for flow matching, when
+    fewer than two identities are left (InfoNCE has no negatives) or when a batch size exceeds
+    what the data holds.
+    """
+    from ..dataset.manifest import MANIFEST_NAME, ManifestError, read_manifest
+
+    root = Path(data_cfg.dataset_dir)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(
+            f"No manifest at {path}. Build the dataset first: python training/build_dataset.py build VIDEOS... "
+            f"--out {root}", path=path)
+    records, problems = read_manifest(path, check_files=True)
+    report = DataReport(manifest=str(path), lines=len(records) + len(problems),
+                        bad_lines=[(p.line, p.message) for p in problems])
+    if problems and data_cfg.on_bad_line == "raise":
+        p = problems[0]
+        raise ManifestError(
+            f"{path}, line {p.line}: {p.message}. Fix or delete that line, or set data.on_bad_line=skip to leave "
+            "bad lines out.", path=path, line=p.line)
+    frames = num_frames if num_frames is not None else data_cfg.num_frames
+    needed = clip_frame_indices(frames, data_cfg.frame_stride)[-1] + 1
+    items, videos, identities = [], [], []
+    for record in records:
+        video = record.video_path(data_cfg.corpus_root)
+        present = video.is_file()
+        long_enough = record.frames_decoded >= needed
+        if not present:
+            report.missing_videos.append(record.key)
+        elif not long_enough:
+            report.too_short.append(f"{record.key} ({record.frames_decoded} frames, {needed} needed)")
+        angles = record.angles_array()
+        item = VideoItem(
+            key=record.key, prompt=record.prompt, video=video, crops=tuple(record.crop_paths(root)), angles=angles,
+            candidates=spread(len(record.crops), data_cfg.reference_candidates),
+            frames_decoded=record.frames_decoded, usable=present and long_enough,
+        )
+        index = len(items)
+        items.append(item)
+        if item.usable:
+            videos.append(index)
+        far = pose_distance(angles, angles) >= max(data_cfg.min_pose_difference, 1e-6)
+        anchors = np.flatnonzero(far.any(1))
+        if anchors.size:
+            identities.append(Identity(index, anchors, tuple(np.flatnonzero(far[i]) for i in anchors)))
+        else:
+            report.no_pose_pair.append(record.key)
+    report.videos, report.identities = len(videos), len(identities)
+    if check_batches:
+        _check_counts(data_cfg, report)
+    return DatasetIndex(items, videos, identities, report)
+
+
+def _check_counts(data_cfg, report: DataReport) -> None:
+    where = f"the dataset {data_cfg.dataset_dir} ({report.summary()})"
+    if report.videos == 0:
+        raise FaithfulFacesError(
+            f"No video is usable for flow matching in {where}. Check data.corpus_root (videos are looked up at the "
+            f"recorded paths or corpus_root/key) and that videos have at least data.num_frames × data.frame_stride "
+            "frames, or lower data.num_frames.")
+    if report.identities < 2:
+        raise FaithfulFacesError(
+            f"InfoNCE needs at least 2 identities (videos with two crops at different poses) — the other identities "
+            f"of a batch are its negatives — but {where} has {report.identities}. Add videos of other people, or "
+            "lower data.min_pose_difference if the crops' poses are close.")
+    if data_cfg.aligner_batch_size > report.identities:
+        raise FaithfulFacesError(
+            f"data.aligner_batch_size={data_cfg.aligner_batch_size} identity pairs per batch, but {where} has only "
+            f"{report.identities} identities (a batch never repeats one: that would be a false negative). Set "
+            f"data.aligner_batch_size to at most {report.identities}, or add videos.")
+
+
+class BatchPlan:
+    """The draws of global micro-batch ``g``, a pure function of ``(seed, g)`` (see the module docstring)."""
+
+    def __init__(self, index: DatasetIndex, *, seed: int, batch_size: int, aligner_batch_size: int) -> None:
+        self.index = index
+        self.seed = int(seed)
+        self.batch_size = batch_size
+        self.aligner_batch_size = aligner_batch_size
+
+    def _rng(self, tag: int, n: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, tag, n])
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - a plan lives as long as its run
+    def _epoch(self, epoch: int) -> np.ndarray:
+        return self._rng(_VIDEO_ORDER, epoch).permutation(len(self.index.videos))
+
+    def videos(self, g: int) -> list[tuple[int, int]]:
+        """``[(item index, reference crop index)]`` of the ``batch_size`` videos of micro-batch ``g``."""
+        n = len(self.index.videos)
+        out = []
+        for position in range(g * self.batch_size, (g + 1) * self.batch_size):
+            item = self.index.videos[int(self._epoch(position // n)[position % n])]
+            candidates = self.index.items[item].candidates
+            out.append((item, candidates[int(self._rng(_REFERENCE, position).integers(len(candidates)))]))
+        return out
+
+    def pairs(self, g: int) -> list[tuple[int, int, int]]:
+        """``[(item index, crop a, crop b)]``: distinct identities, two crops at different poses each."""
+        rng = self._rng(_PAIRS, g)
+        chosen = rng.choice(len(self.index.identities), size=self.aligner_batch_size, replace=False)
+        out = []
+        for k in chosen:
+            identity = self.index.identities[int(k)]
+            anchor = int(rng.integers(len(identity.anchors)))
+            partners = identity.partners[anchor]
+            out.append((identity.item, int(identity.anchors[anchor]), int(partners[rng.integers(len(partners))])))
+        return out
+
+    def noise_seed(self, g: int) -> int:
+        """Seed of the noise and timesteps of micro-batch ``g``."""
+        return int(np.random.SeedSequence([self.seed, _NOISE, g]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as ``[H, W, 3]`` uint8 RGB; unreadable files name themselves."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise FaithfulFacesError(
+            f"Face crop {path} cannot be read ({exc}); rebuild the dataset entry or delete its manifest line.") from exc
+
+
+def face_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 images → ``[N, 3, size, size]`` float 0..1, resized as the aligner resizes."""
+    out = []
+    for image in images:
+        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.clamp_(0.0, 1.0))
+    return torch.cat(out)
+
+
+def read_clip(video: Path, frames: Sequence[int], height: int, width: int) -> torch.Tensor:
+    """Decode ``frames`` of ``video`` → ``[3, T, height, width]`` float in [-1, 1].
+
+    Resizing keeps the aspect ratio and centre-crops (diffusers' ``VideoProcessor`` with
+    ``resize_mode="crop"``), so faces are not stretched.
+    """
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image
+
+    from ..dataset.decode import read_frames
+
+    images = [Image.fromarray(frame) for frame in read_frames(video, frames)]
+    processor = VideoProcessor(vae_scale_factor=8)
+    return processor.preprocess_video(images, height, width, resize_mode="crop")[0]
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """``self[micro]``: micro-batch ``micro`` of process ``rank`` of ``world`` (a dict, see ``__getitem__``)."""
+
+    def __init__(self, index: DatasetIndex, plan: BatchPlan, data_cfg, *, face_size: int, rank: int = 0,
+                 world: int = 1, cache=None) -> None:
+        self.index = index
+        self.plan = plan
+        self.cfg = data_cfg
+        self.face_size = face_size
+        self.rank = rank
+        self.world = world
+        self.cache = cache
+        self.frames = clip_frame_indices(data_cfg.num_frames, data_cfg.frame_stride)
+
+    def __len__(self) -> int:  # the sampler decides which micro-steps are read
+        return 2**62
+
+    def global_index(self, micro: int) -> int:
+        return micro * self.world + self.rank
+
+    def __getitem__(self, micro: int) -> dict[str, Any]:
+        """Keys: ``micro``, ``g``, ``noise_seed``, ``prompts`` [B], ``reference_faces`` [B, 3, S, S] 0..1,
+        ``reference_euler`` [B, 3]; then either ``clips`` [B, 3, T, H, W] in [-1, 1] and
+        ``reference_images`` (B × [h, w, 3] uint8), or (cache) ``latents`` [B, 16, T', h', w'],
+        ``reference_parts`` [B, 32, 1, h', w'] and ``prompt_embeds`` [B, L, D]; and the aligner pairs
+        ``faces_a``, ``faces_b`` [A, 3, S, S], ``euler_a``, ``euler_b`` [A, 3]."""
+        g = self.global_index(micro)
+        items = self.index.items
+        chosen = self.plan.videos(g)
+        references = [read_image(items[i].crops[c]) for i, c in chosen]
+        batch: dict[str, Any] = {
+            "micro": micro, "g": g, "noise_seed": self.plan.noise_seed(g),
+            "keys": [items[i].key for i, _ in chosen],
+            "prompts": [items[i].prompt for i, _ in chosen],
+            "reference_faces": face_tensor(references, self.face_size),
+            "reference_euler": torch.from_numpy(np.stack([items[i].angles[c] for i, c in chosen])),
+        }
+        if self.cache is None:
+            batch["clips"] = torch.stack([read_clip(items[i].video, self.frames, self.cfg.height, self.cfg.width)
+                                          for i, _ in chosen])
+            batch["reference_images"] = references
+        else:
+            parts = [self.cache.read_video(items[i], c) for i, c in chosen]
+            batch["latents"] = torch.stack([p[0] for p in parts])
+            batch["reference_parts"] = torch.stack([p[1] for p in parts])
+            batch["prompt_embeds"] = torch.stack([self.cache.read_prompt(items[i].prompt) for i, _ in chosen])
+        pairs = self.plan.pairs(g)
+        batch["faces_a"] = face_tensor([read_image(items[i].crops[a]) for i, a, _ in pairs], self.face_size)
+        batch["faces_b"] = face_tensor([read_image(items[i].crops[b]) for i, _, b in pairs], self.face_size)
+        batch["euler_a"] = torch.from_numpy(np.stack([items[i].angles[a] for i, a, _ in pairs]))
+        batch["euler_b"] = torch.from_numpy(np.stack([items[i].angles[b] for i, _, b in pairs]))
+        return batch
+
+
+class MicroSteps(torch.utils.data.Sampler):
+    """Micro-step numbers ``start, start+1, ..., stop-1`` (all 0 when overfitting one batch)."""
+
+    def __init__(self, start: int, stop: int, *, repeat_first: bool = False) -> None:
+        self.start, self.stop, self.repeat_first = start, stop, repeat_first
+
+    def __iter__(self):
+        for micro in range(self.start, self.stop):
+            yield 0 if self.repeat_first else micro
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
