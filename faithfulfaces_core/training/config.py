@@ -154,16 +154,18 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        problems = []
         if self.data.num_frames % 4 != 1:
             k = (self.data.num_frames - 1) // 4
-            raise ValueError(
-                f"data.num_frames={self.data.num_frames} is not of the form 4k+1 (Wan's VAE needs it): use "
-                f"{4 * k + 1} or {4 * k + 5}")
+            problems.append(f"data.num_frames={self.data.num_frames} is not of the form 4k+1 (Wan's VAE needs it): "
+                            f"use {4 * k + 1} or {4 * k + 5}")
         for name in ("height", "width"):
             value = getattr(self.data, name)
             if value % 16:
-                raise ValueError(f"data.{name}={value} is not a multiple of 16: use {value // 16 * 16 or 16} "
-                                 f"or {value // 16 * 16 + 16}")
+                problems.append(f"data.{name}={value} is not a multiple of 16: use {value // 16 * 16 or 16} or "
+                                f"{value // 16 * 16 + 16}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def require_paths(self) -> None:
