@@ -145,7 +145,8 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, Any], *, titl
         ]
         column = columns[node_id]
         y = rows.get(column, 0)
-        height = 80 + 26 * (len(widgets) + max(len(inputs), len(outputs)))
+        preview = 280 if any(options.get("image_upload") for _, _, options in _input_specs(info)) else 0
+        height = 80 + 26 * (len(widgets) + max(len(inputs), len(outputs))) + preview
         rows[column] = y + height + ROW_GAP
         ui_node = {
             "id": int(node_id), "type": class_type, "pos": [column * COLUMN_WIDTH, y], "size": [340, height],

@@ -83,7 +83,18 @@ else
   log "ComfyUI requirements up to date"
 fi
 
-# --- 3. link the pack ---------------------------------------------------------------------
+# --- 3. a browser for the frontend test (Debian's chromium + chromedriver) ------------------
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian's chromium and chromium-driver (frontend test)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    log "note: chromium/chromedriver not found and not root: the frontend test will be skipped"
+  fi
+fi
+
+# --- 4. link the pack ---------------------------------------------------------------------
 LINK="$COMFY/custom_nodes/faithfulfaces"
 if [ "$(readlink "$LINK" 2>/dev/null)" != "$ROOT" ]; then
   log "linking $ROOT into $LINK"
