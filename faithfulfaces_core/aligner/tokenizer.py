@@ -54,7 +54,7 @@ class PatchTransformerTokenizer(nn.Module):
 
     ``[B, 3, S, S]`` → ``[B, N, d]`` with ``N = (S / patch_size)²``. With
     ``gradient_checkpointing`` set, training recomputes each layer's activations in the backward
-    pass instead of storing them (about 3.5 MiB less per face at the default size).
+    pass instead of storing them (about 2 MiB less per face at the default size).
     """
 
     gradient_checkpointing: bool = False
