@@ -53,11 +53,10 @@ def test_help_lists_every_option_without_importing_torch():
     assert "--resume [CHECKPOINT]" in result.stdout and "--set SECTION.KEY=VALUE" in result.stdout
     assert "data.aligner_batch_size = 1024" in result.stdout
     assert "identity pairs per micro-batch per process for InfoNCE" in result.stdout
-    probe = subprocess.run(
-        [sys.executable, "-c", "import runpy, sys; sys.argv = ['x', '--help']\n"
-         "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"
-         "except SystemExit:\n    pass\nprint('torch' in sys.modules)" % str(SCRIPT)],
-        capture_output=True, text=True, timeout=60, cwd=REPO)
+    code = (f"import runpy, sys\nsys.argv = ['train_lora.py', '--help']\ntry:\n"
+            f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert probe.stdout.strip().splitlines()[-1] == "False"
 
 
