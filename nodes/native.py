@@ -1,0 +1,58 @@
+"""FaithfulFaces on ComfyUI's native Wan model: one MODEL patch for KSampler workflows."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import models, types
+
+CATEGORY = "FaithfulFaces/native"
+NO_LORA = "none"
+
+
+def _lora_options() -> list[str]:
+    return [NO_LORA] + [f for f in models.lora_files() if not f.startswith(models.MISSING_PREFIX)]
+
+
+class NativeWanPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        options = _lora_options()
+        return io.Schema(
+            node_id="FaithfulFacesNativeWanPatch",
+            display_name="FaithfulFaces Patch (native Wan model)",
+            category=CATEGORY,
+            description=(
+                "Patches a native Wan2.1-VACE MODEL (Load Diffusion Model) for any sampler: the FaithfulFaces "
+                "LoRA through ComfyUI's LoRA loader, and the global pose tokens in every block's self-attention."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("lora", options=options, default=options[1] if len(options) > 1 else NO_LORA,
+                               tooltip="A FaithfulFaces LoRA from models/loras/ (either layout); none: pose tokens only."),
+                io.Float.Input("lora_strength", default=1.0, min=-100.0, max=100.0, step=0.01,
+                               tooltip="As for any LoRA in ComfyUI (0 = off)."),
+                io.Float.Input("pose_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Weight of the global pose tokens in attention (0 = off)."),
+                io.Float.Input("pose_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the schedule after which the pose tokens act."),
+                io.Float.Input("pose_end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the schedule after which the pose tokens stop."),
+                io.Boolean.Input("pose_on_negative", default=False,
+                                 tooltip="Whether the negative (unconditional) pass also sees the pose tokens."),
+                types.PoseToken.Input("pose_token", optional=True),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora, lora_strength, pose_strength, pose_start, pose_end, pose_on_negative,
+                pose_token=None) -> io.NodeOutput:
+        from faithfulfaces_core.native import patch_native_model
+
+        patched = patch_native_model(
+            model, None if pose_token is None else pose_token.tokens,
+            lora_path=None if lora == NO_LORA else models.resolve("loras", lora), lora_strength=lora_strength,
+            strength=pose_strength, start=pose_start, end=pose_end, uncond=pose_on_negative,
+        )
+        return io.NodeOutput(patched)
