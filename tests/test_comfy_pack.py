@@ -122,6 +122,11 @@ def test_pack_loads_without_optional_packages(tmp_path):
         assert import_failures(log) == [], log
         info = server.get("/object_info")
         assert pack_node_ids() <= set(info)
+        # empty model folders: each loader's list says what to place where (the web extension shows it)
+        aligner_options = info["FaithfulFacesLoadAligner"]["input"]["required"]["aligner"][1]["options"]
+        assert aligner_options == ["(none found) place a FaithfulFaces aligner .safetensors in models/faithfulfaces/"]
+        lora_options = info["FaithfulFacesApplyLoRA"]["input"]["required"]["lora"][1]["options"]
+        assert lora_options == ["(none found) place a FaithfulFaces LoRA in models/loras/"]
 
         cases = {
             "insightface": ({"backend": "insightface", "insightface_pack": "antelopev2"},

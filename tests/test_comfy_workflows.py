@@ -127,6 +127,23 @@ def test_bad_inputs_give_the_packs_message_and_the_server_goes_on(comfy, images,
     assert comfy.run(identity_prompt(images["portrait"], seed=7), timeout=600)["status"]["status_str"] == "success"
 
 
+def test_models_stay_cached_between_runs_and_are_freed_on_request(comfy, images):
+    """A second run reuses the loaded pipeline; after ``POST /free`` it is loaded again."""
+
+    def cached_nodes(seed: int) -> set[str]:
+        with comfy.listen() as ws:
+            answer = comfy.queue(identity_prompt(images["portrait"], seed=seed))
+            entry = comfy.wait(answer["prompt_id"], timeout=600)
+        assert entry["status"]["status_str"] == "success"
+        return {n for m in ws.of_type("execution_cached", answer["prompt_id"]) for n in m["nodes"]}
+
+    cached_nodes(seed=11)
+    assert {"2", "3", "5", "7", "8"} <= cached_nodes(seed=12)  # loaders not re-run; the sampler is
+    assert comfy.post("/free", {"unload_models": True, "free_memory": True}).ok
+    time.sleep(1.0)  # the queue worker frees between prompts
+    assert "7" not in cached_nodes(seed=13)
+
+
 def test_interrupt_stops_sampling_within_two_steps(comfy, images):
     steps = 60
     with comfy.listen() as ws:
