@@ -35,14 +35,14 @@ class LoadFaceDetector(io.ComfyNode):
 
     @classmethod
     def execute(cls, backend, insightface_pack, provider, det_size) -> io.NodeOutput:
-        from faithfulfaces_core.dataset.backends import model_spec
+        from faithfulfaces_core.pose.backends import build_backend
 
         if backend == "insightface":
             kwargs = {"pack_dir": models.resolve_insightface_pack(insightface_pack), "device": provider.lower(),
                       "det_sizes": [s for s in (det_size, 512, 384, 256) if s <= det_size]}
         else:
             kwargs = {"with_embeddings": True}
-        return io.NodeOutput(model_spec("detector", backend, kwargs).build())
+        return io.NodeOutput(build_backend("detector", backend, **kwargs))
 
 
 class LoadPoseEstimator(io.ComfyNode):
@@ -68,12 +68,12 @@ class LoadPoseEstimator(io.ComfyNode):
 
     @classmethod
     def execute(cls, backend, weights, device) -> io.NodeOutput:
-        from faithfulfaces_core.dataset.backends import model_spec
+        from faithfulfaces_core.pose.backends import build_backend
 
         if backend == "6drepnet":
-            kwargs = {"path": models.resolve("faithfulfaces", weights), "device": device}
-            return io.NodeOutput(model_spec("pose", "6drepnet", kwargs).build())
-        return io.NodeOutput(model_spec("pose", "pnp").build())
+            return io.NodeOutput(build_backend("pose", "6drepnet", path=models.resolve("faithfulfaces", weights),
+                                               device=device))
+        return io.NodeOutput(build_backend("pose", "pnp"))
 
 
 class FacePoseEstimate(io.ComfyNode):

@@ -15,27 +15,18 @@ in the tests). An already built object may be passed instead of a spec; it is pi
 
 from __future__ import annotations
 
-import importlib
 import json
 import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FaithfulFacesError
+from ..pose.backends import DETECTOR_DEFAULTS as POSE_DETECTOR_DEFAULTS
+from ..pose.backends import DETECTORS, ESTIMATORS, resolve_factory
 
-DETECTORS = {
-    "insightface": "faithfulfaces_core.pose.insightface_detector:InsightFaceDetector",
-    "dlib-hog": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
-    "dlib-cnn": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
-}
 DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    **POSE_DETECTOR_DEFAULTS,
     "insightface": {"modules": ["detection"]},  # boxes are all curation needs
-    "dlib-hog": {"model": "hog"},
-    "dlib-cnn": {"model": "cnn"},
-}
-ESTIMATORS = {
-    "6drepnet": "faithfulfaces_core.pose.loading:load_pose_estimator",
-    "pnp": "faithfulfaces_core.pose.dlib_backend:LandmarkPoseEstimator",
 }
 CAPTIONERS = {
     "sidecar": "faithfulfaces_core.dataset.captions:SidecarCaptioner",
@@ -62,24 +53,7 @@ class ModelSpec:
             )
 
     def resolve(self) -> Any:
-        module_name, _, attr = self.factory.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise FaithfulFacesError(
-                f"Cannot import '{module_name}' for model factory '{self.factory}' ({exc}); check the name "
-                "and that the package is installed."
-            ) from exc
-        target: Any = module
-        for part in attr.split("."):
-            if not hasattr(target, part):
-                raise FaithfulFacesError(
-                    f"Module '{module_name}' has no '{attr}' (model factory '{self.factory}')."
-                )
-            target = getattr(target, part)
-        if not callable(target):
-            raise FaithfulFacesError(f"Model factory '{self.factory}' is not callable.")
-        return target
+        return resolve_factory(self.factory)
 
     def build(self) -> Any:
         return self.resolve()(**self.kwargs)
