@@ -4,7 +4,8 @@
 
 - ``model.safetensors``       the trainable state (LoRA weights, the whole aligner), float32
 - ``optimizer.safetensors``   the optimizer state flattened to ``state.<param>.<name>`` tensors;
-                              param groups and non-tensor entries as JSON in the metadata
+                              param groups and non-tensor entries as JSON in the metadata (FSDP:
+                              ``optimizer.rank<r>.safetensors``, each process's shards)
 - ``rng.rank<r>.safetensors`` torch CPU / CUDA generator states of each process; Python's and
                               NumPy's global states as JSON in the metadata
 - ``state.json``              step, micro-step (the data position), world size, the LR
@@ -81,14 +82,14 @@ def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], d
     for index, entries in state["state"].items():
         for name, value in entries.items():
             if torch.is_tensor(value):
-                tensors[f"state.{index}.{name}"] = value
+                tensors[f"state.{index}.{name}"] = value.to_local() if hasattr(value, "to_local") else value
             else:
                 scalars[f"{index}.{name}"] = value
     return tensors, {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
 
 
 def unflatten_optimizer(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
-    """Inverse of ``flatten_optimizer``."""
+    """Inverse of ``flatten_optimizer`` (sharded states come back as local shards, see ``reshard``)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
@@ -255,6 +256,22 @@ def load_model_state(path: str | os.PathLike, model_state: dict[str, torch.Tenso
             tensor.copy_(saved.tensors[key])
 
 
+def reshard(state: dict[str, Any], optimizer) -> dict[str, Any]:
+    """FSDP2: turn local optimizer-state shards back into DTensors laid out like their parameters."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entries in state["state"].items():
+        param = params[index]
+        if not hasattr(param, "device_mesh"):
+            continue
+        from torch.distributed.tensor import DTensor
+
+        for name, value in entries.items():
+            if torch.is_tensor(value) and value.shape == param.to_local().shape:
+                entries[name] = DTensor.from_local(value.to(param.to_local().device), param.device_mesh,
+                                                   param.placements, run_check=False)
+    return state
+
+
 def load_training_state(path: str | os.PathLike, *, optimizer, scheduler, rank: int = 0, world_size: int = 1,
                         sharded: bool = False) -> Resumed:
     """Restore the optimizer and the LR schedule; return the step and the data position."""
@@ -266,7 +283,8 @@ def load_training_state(path: str | os.PathLike, *, optimizer, scheduler, rank: 
             f"this run is {'FSDP' if sharded else 'not FSDP'}; resume with the accelerate configuration it was "
             "written with.")
     opt = load_checkpoint(path / _optimizer_name(rank, sharded), kind="training_optimizer", max_format=STATE_FORMAT)
-    optimizer.load_state_dict(unflatten_optimizer(opt.tensors, opt.metadata))
+    saved = unflatten_optimizer(opt.tensors, opt.metadata)
+    optimizer.load_state_dict(reshard(saved, optimizer) if sharded else saved)
     scheduler.load_state_dict(state["scheduler"])
     return Resumed(step=state["step"], micro_step=state["micro_step"], config=state["config"], path=path)
 

@@ -135,6 +135,10 @@ def train(
     device = accelerator.device
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) != 2:
+        raise FaithfulFacesError(
+            "FSDP version 1 flattens each block's parameters into one tensor of one dtype, but the LoRA trains in "
+            "float32 beside the frozen bf16 base. Set fsdp_version: 2 in the accelerate config (docs/training.md).")
     logger = feedback.setup_logging(out, main=main)
     try:
         resume_path = resolve_resume(out, resume)
