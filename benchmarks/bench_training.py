@@ -66,7 +66,12 @@ VARIANTS = {
 def build_small_pipeline(out: Path) -> Path:
     """A CPU-sized Wan2.1-VACE diffusers folder (real classes, random weights)."""
     import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanVACEPipeline, WanVACETransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanVACEPipeline,
+        WanVACETransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
 
     from faithfulfaces_core.tiny.wan import tiny_tokenizer
