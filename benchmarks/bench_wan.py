@@ -3,14 +3,18 @@
 A denoising step of WanVACEPipeline with CFG is two transformer calls (conditional, then
 unconditional); this times exactly that on a randomly initialised WanVACETransformer3DModel
 larger than the test one (CPU-sized), going through the real injection machinery (sampling
-session, pass labelling, step window). Conditions are interleaved round by round and the median
-(and the minimum: noise on a shared machine only ever adds) is reported, so drift hits all
-conditions alike. Peak memory: each condition runs once more in a fresh process, which resets
-the kernel's high-water mark (``/proc/self/clear_refs``) after building the model and reports
-the peak resident set during two steps above the resident set before them (Linux).
+session, pass labelling, step window).
+
+Timing is paired: each comparison alternates single steps of its two conditions (in a random
+order within each pair) and reports the median of the per-pair time ratios, so the load of
+other jobs on a shared machine cancels out; times are the process's CPU time on one torch thread
+(``time.process_time``). A second table times one block self-attention call alone. Peak memory:
+each condition runs once more in a fresh process, which resets the kernel's high-water mark
+(``/proc/self/clear_refs``) after building the model and reports the peak resident set during
+two steps (Linux).
 
     python benchmarks/bench_wan.py            # default CPU-sized configuration
-    python benchmarks/bench_wan.py --quick    # fewer rounds
+    python benchmarks/bench_wan.py --quick    # fewer pairs
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CONDITIONS = {
     "plain": "no injection installed",
     "installed": "injection installed, no tokens",
-    "tokens": "tokens, cond pass only (default)",
+    "tokens": "tokens in the cond pass (default)",
     "tokens_both": "tokens in cond + uncond pass",
     "tokens_s0.5": "tokens at strength 0.5 (logit bias)",
     "lora": "LoRA rank 128, unfused",
     "lora_fused": "LoRA rank 128, fused",
 }
+COMPARISONS = [("plain", "installed"), ("plain", "tokens"), ("plain", "tokens_both"), ("plain", "tokens_s0.5"),
+               ("plain", "lora"), ("lora", "lora_fused"), ("plain", "lora_fused")]
+TOKEN_SETTINGS = {"tokens": {}, "tokens_both": {"uncond": True}, "tokens_s0.5": {"strength": 0.5}}
 
 
 def build(args):
@@ -42,13 +49,12 @@ def build(args):
     from diffusers import WanVACETransformer3DModel
 
     torch.manual_seed(0)
-    config = dict(
+    model = WanVACETransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=args.heads, attention_head_dim=args.head_dim, in_channels=16,
         out_channels=16, text_dim=args.text_dim, freq_dim=256, ffn_dim=args.ffn, num_layers=args.layers,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
         vace_layers=list(range(0, args.layers, 2)), vace_in_channels=96,
-    )
-    model = WanVACETransformer3DModel(**config).eval()
+    ).eval()
     gen = torch.Generator().manual_seed(1)
     t, s = args.latent_frames, args.latent_side
     inputs = dict(
@@ -64,87 +70,86 @@ def build(args):
 
 
 class Runner:
-    """Sets a model up for one condition and runs denoising steps the way WanVACEPipeline does."""
+    """Moves one model between the conditions (fewest changes) and runs steps as the pipeline does."""
 
     def __init__(self, args):
-        self.args = args
         self.model, self.inputs, self.cond, self.uncond, self.tokens = build(args)
         self.injection = None
-        self.lora_fused = None
+        self.condition = "plain"
 
     def setup(self, condition: str) -> None:
+        import torch
+
         from faithfulfaces_core.wan.injection import install_pose_injection
-        from faithfulfaces_core.wan.lora import LoraSpec, add_lora
+        from faithfulfaces_core.wan.lora import LoraSpec, add_lora, lora_is_fused
 
-        self.teardown()
-        if condition.startswith("tokens") or condition == "installed":
+        wants_injection = condition == "installed" or condition in TOKEN_SETTINGS
+        if wants_injection and self.injection is None:
             self.injection = install_pose_injection(self.model)
-        if condition.startswith("lora"):
-            import torch
-
+        if not wants_injection and self.injection is not None:
+            self.injection.remove()
+            self.injection = None
+        has_lora = bool(getattr(self.model, "peft_config", None))
+        if condition.startswith("lora") and not has_lora:
             add_lora(self.model, LoraSpec(rank=128))
             with torch.no_grad():
                 for name, p in self.model.named_parameters():
                     if "lora_B" in name:
                         p.normal_(std=0.01)
-            if condition == "lora_fused":
-                self.model.fuse_lora(lora_scale=1.0)
-        self.condition = condition
-
-    def teardown(self) -> None:
-        from faithfulfaces_core.wan.lora import lora_is_fused
-
-        if self.injection is not None:
-            self.injection.remove()
-            self.injection = None
-        if getattr(self.model, "peft_config", None):
-            if lora_is_fused(self.model):
-                self.model.unfuse_lora()
+        if has_lora and lora_is_fused(self.model) and condition != "lora_fused":
+            self.model.unfuse_lora()
+        if condition == "lora_fused" and not lora_is_fused(self.model):
+            self.model.fuse_lora(lora_scale=1.0)
+        if has_lora and not condition.startswith("lora"):
             self.model.delete_adapters(list(self.model.peft_config))
+        self.condition = condition
 
     def steps(self, n: int) -> list[float]:
         import contextlib
 
         import torch
 
-        c = self.condition
-        settings = {"tokens": {}, "tokens_both": {"uncond": True}, "tokens_s0.5": {"strength": 0.5}}.get(c)
+        settings = TOKEN_SETTINGS.get(self.condition)
         times = []
         with contextlib.ExitStack() as stack, torch.no_grad():
             if self.injection is not None:
                 stack.enter_context(self.injection.use(self.tokens if settings is not None else None, **(settings or {})))
                 stack.enter_context(self.injection.sampling(n, cfg=True))
             for i in range(n):
-                start = time.perf_counter()
+                start = time.process_time()
                 self.model(encoder_hidden_states=self.cond, **self.inputs)
                 self.model(encoder_hidden_states=self.uncond, **self.inputs)
-                times.append(time.perf_counter() - start)
+                times.append(time.process_time() - start)
                 if self.injection is not None:
                     self.injection.step_finished(i)
         return times
 
 
-def timing(args) -> dict[str, list[float]]:
+def paired_timing(args) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[float]]]:
+    """Per comparison: the time ratios B/A of adjacent single steps; per condition: all step times."""
     import torch
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
     runner = Runner(args)
-    samples: dict[str, list[float]] = {c: [] for c in CONDITIONS}
-    order = list(CONDITIONS)
+    runner.steps(1)  # warm-up
     rng = random.Random(0)
-    for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
-        rng.shuffle(order)  # no condition always runs first (or right after another)
-        for condition in order:
-            runner.setup(condition)
-            runner.steps(1)  # warm-up after the switch
-            samples[condition] += runner.steps(args.steps)
-    runner.teardown()
-    return samples
+    ratios: dict[tuple[str, str], list[float]] = {c: [] for c in COMPARISONS}
+    times: dict[str, list[float]] = {c: [] for c in CONDITIONS}
+    for a, b in tqdm(COMPARISONS, desc="comparisons"):
+        for _ in range(args.pairs):
+            pair = {}
+            for condition in rng.sample([a, b], 2):
+                runner.setup(condition)
+                pair[condition] = runner.steps(1)[0]
+                times[condition].append(pair[condition])
+            ratios[(a, b)].append(pair[b] / pair[a])
+    runner.setup("plain")
+    return ratios, times
 
 
 def attention_call(args, seq_frames: int, side: int, repeats: int) -> dict[str, float]:
-    """Min time (ms) of one block self-attention call: original processor vs the injection."""
+    """Min CPU time (ms) of one block self-attention call: original processor vs the injection."""
     import torch
     from diffusers import WanVACETransformer3DModel
 
@@ -161,13 +166,8 @@ def attention_call(args, seq_frames: int, side: int, repeats: int) -> dict[str, 
     tokens = torch.randn(1, args.tokens, args.heads * args.head_dim)
     injection = install_pose_injection(model)
     original = attn.processor.original
-    calls = {
-        "original": lambda: original(attn, hidden, None, None, rope),
-        "installed": lambda: attn(hidden, None, None, rope),
-        "tokens": lambda: attn(hidden, None, None, rope),
-        "tokens_s0.5": lambda: attn(hidden, None, None, rope),
-    }
-    settings = {"tokens": {}, "tokens_s0.5": {"strength": 0.5}}
+    calls = {"original": lambda: original(attn, hidden, None, None, rope)}
+    calls |= {name: (lambda: attn(hidden, None, None, rope)) for name in ("installed", "tokens", "tokens_s0.5")}
     times: dict[str, list[float]] = {k: [] for k in calls}
     order = list(calls)
     rng = random.Random(1)
@@ -175,11 +175,10 @@ def attention_call(args, seq_frames: int, side: int, repeats: int) -> dict[str, 
         for _ in range(repeats):
             rng.shuffle(order)
             for name in order:
-                call = calls[name]
-                injection.set_tokens(tokens if name in settings else None, **settings.get(name, {}))
-                start = time.perf_counter()
-                call()
-                times[name].append(time.perf_counter() - start)
+                injection.set_tokens(tokens if name in TOKEN_SETTINGS else None, **TOKEN_SETTINGS.get(name, {}))
+                start = time.process_time()
+                calls[name]()
+                times[name].append(time.process_time() - start)
     injection.remove()
     return {"seq": rope[0].shape[1], **{k: min(v) * 1e3 for k, v in times.items()}}
 
@@ -191,7 +190,7 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def peak_memory(args, condition: str) -> tuple[float, float] | None:
+def peak_memory(condition: str) -> tuple[float, float] | None:
     """(RSS before, peak RSS during two steps) in MiB, in a fresh process; None off Linux."""
     if not Path("/proc/self/clear_refs").exists():
         return None
@@ -214,6 +213,11 @@ def child(args) -> None:
     print(json.dumps({"before_mib": before / 1024, "peak_mib": _status_kib("VmHWM") / 1024}))
 
 
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(values, n=4)
+    return q[0], statistics.median(values), q[2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=8)
@@ -226,8 +230,7 @@ def main() -> None:
     parser.add_argument("--latent-side", type=int, default=24, help="latent height = width (pixels / 8)")
     parser.add_argument("--tokens", type=int, default=4, help="pose tokens M (the aligner's default)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per condition per round")
+    parser.add_argument("--pairs", type=int, default=15, help="step pairs per comparison")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", choices=list(CONDITIONS))
     args = parser.parse_args()
@@ -235,40 +238,41 @@ def main() -> None:
         child(args)
         return
     if args.quick:
-        args.rounds, args.steps = 2, 2
+        args.pairs = 4
 
     seq = args.latent_frames * (args.latent_side // 2) ** 2
     print(f"WanVACETransformer3DModel: {args.layers} blocks ({len(range(0, args.layers, 2))} VACE), width "
           f"{args.heads * args.head_dim}, ffn {args.ffn}; video sequence {seq} tokens, text {args.text_len}, "
           f"pose tokens {args.tokens}; {args.threads} CPU thread(s); a step = cond + uncond call; "
-          f"median of {args.rounds}×{args.steps} steps")
-    samples = timing(args)
-    med = {c: statistics.median(v) for c, v in samples.items()}
-    low = {c: min(v) for c, v in samples.items()}
-    peaks = {c: peak_memory(args, c) for c in CONDITIONS}
+          f"{args.pairs} step pairs per comparison")
+    ratios, times = paired_timing(args)
+    peaks = {c: peak_memory(c) for c in CONDITIONS}
     print()
-    print("| condition | ms / step (median) | vs plain (median) | ms / step (min) | vs plain (min) | peak RSS during steps, MiB (above RSS before) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| condition | CPU ms / step (median) | peak RSS during steps, MiB (above RSS before) |")
+    print("|---|---:|---:|")
     for c, label in CONDITIONS.items():
         mem = "n/a" if peaks[c] is None else f"{peaks[c][1]:.0f} (+{peaks[c][1] - peaks[c][0]:.0f})"
-        print(f"| {label} | {med[c] * 1e3:.0f} | {(med[c] / med['plain'] - 1) * 100:+.1f}% | {low[c] * 1e3:.0f} | "
-              f"{(low[c] / low['plain'] - 1) * 100:+.1f}% | {mem} |")
+        print(f"| {label} | {statistics.median(times[c]) * 1e3:.0f} | {mem} |")
     print()
-    print("One self-attention call (min over repeats), original processor vs injection:")
+    print("| comparison (B vs A, paired steps) | B / A median | quartiles |")
+    print("|---|---:|---:|")
+    for a, b in COMPARISONS:
+        lo, mid, hi = _quartiles(ratios[(a, b)])
+        print(f"| {CONDITIONS[b]} vs {CONDITIONS[a]} | {mid:.3f} ({(mid - 1) * 100:+.1f}%) | {lo:.3f} – {hi:.3f} |")
     print()
-    print("| video tokens L | original ms | installed, no tokens | tokens (strength 1) | tokens (strength 0.5) |")
+    print("One self-attention call (CPU ms, min over repeats), original processor vs injection:")
+    print()
+    print("| video tokens L | original | installed, no tokens | tokens (strength 1) | tokens (strength 0.5) |")
     print("|---:|---:|---:|---:|---:|")
     for frames, side in ((args.latent_frames, args.latent_side), (args.latent_frames, args.latent_side * 2)):
-        r = attention_call(args, frames, side, args.rounds * 8)
+        r = attention_call(args, frames, side, max(20, args.pairs * 4))
         cells = " | ".join(f"{r[k]:.2f} ({(r[k] / r['original'] - 1) * 100:+.1f}%)" for k in ("installed", "tokens", "tokens_s0.5"))
         print(f"| {r['seq']} | {r['original']:.2f} | {cells} |")
     print()
-    print(f"LoRA fused / unfused step time: {med['lora_fused'] / med['lora']:.3f} (median), "
-          f"{low['lora_fused'] / low['lora']:.3f} (min)")
-    by_median, by_min = med["tokens"] / med["plain"] - 1, low["tokens"] / low["plain"] - 1
-    met = by_median < 0.03 and by_min < 0.03
-    print(f"injection (default: tokens in the cond pass) costs {by_median * 100:+.2f}% (median) / {by_min * 100:+.2f}% "
-          f"(min) of a step; target < 3%: {'met' if met else 'NOT met'} by both estimates")
+    overhead = statistics.median(ratios[("plain", "tokens")]) - 1
+    print(f"injection (default: tokens in the cond pass) costs {overhead * 100:+.2f}% of a step (median of paired "
+          f"ratios); target < 3%: {'met' if overhead < 0.03 else 'NOT met'}")
+
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from ..checkpoints import CONFIG_KEY, KIND_KEY, check_state_dict, read_metadata
+from ..deps import require
 from ..devices import resolve_device, resolve_dtype
 from ..errors import CheckpointError, FaithfulFacesError, MissingModelError
 from .keys import split_original_prefix, to_original_state_dict
@@ -248,6 +249,8 @@ def load_transformer_file(
     The config comes from, in order: ``config`` (a dict or a config.json path), the file's own
     FaithfulFaces metadata (files the pack writes), or the shipped config whose shapes match.
     """
+    for module in ("diffusers", "accelerate"):
+        require(module, "Loading a single-file Wan2.1-VACE transformer")
     from accelerate import init_empty_weights
     from diffusers import WanVACETransformer3DModel
 
@@ -369,6 +372,8 @@ def load_pipeline(
     ``dtype``: ``auto`` | ``bf16`` | ``fp16`` | ``fp32`` for the transformer and text encoder
     (UMT5 in fp32 when fp16 is asked); the VAE is always fp32.
     """
+    for module in ("diffusers", "transformers", "accelerate", "ftfy"):  # ftfy: the pipeline's prompt cleaning
+        require(module, "Wan2.1-VACE generation")
     from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 
 from ..checkpoints import load_checkpoint, save_checkpoint
+from ..deps import require
 from ..errors import CheckpointError, FaithfulFacesError
 from .keys import ORIGINAL_PREFIXES, diffusers_to_original_module, original_to_diffusers_module
 
@@ -91,7 +92,7 @@ def target_module_names(transformer, spec: LoraSpec = LoraSpec()) -> list[str]:
 
 def lora_config(transformer, spec: LoraSpec = LoraSpec()):
     """The peft ``LoraConfig`` for ``spec`` on ``transformer`` (explicit full module names)."""
-    from peft import LoraConfig
+    LoraConfig = require("peft", "The FaithfulFaces LoRA").LoraConfig
 
     if spec.rank < 1:
         raise FaithfulFacesError(f"LoRA rank {spec.rank} is not allowed: use 1 or more (the paper uses 128).")
@@ -345,6 +346,7 @@ def load_lora(pipe, path: str | os.PathLike, *, adapter_name: str = ADAPTER_NAME
     file is converted and handed to ``pipe.load_lora_into_transformer``. An adapter of the same
     name is replaced.
     """
+    require("peft", "Loading the FaithfulFaces LoRA")
     lora = read_lora(path)
     check_lora_fits(pipe.transformer, lora)
     if adapter_name in getattr(pipe.transformer, "peft_config", {}):
