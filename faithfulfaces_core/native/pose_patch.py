@@ -52,7 +52,11 @@ class SigmaWindow:
     high: float
     low: float
 
-    def contains(self, sigma: float) -> bool:
+    def contains(self, sigma: float | torch.Tensor) -> bool:
+        """Compared in the sigma's own precision (ComfyUI's sigmas are float32 tensors)."""
+        if isinstance(sigma, torch.Tensor):
+            high, low = (torch.tensor(b, dtype=sigma.dtype, device=sigma.device) for b in (self.high, self.low))
+            return bool((low < sigma) & (sigma <= high))
         return self.low < sigma <= self.high
 
 
@@ -146,7 +150,7 @@ class PoseTokenWrapper:
 
     def pose_call(self, model, x: torch.Tensor, options: dict) -> PoseCall | None:
         sigmas = options.get("sigmas")
-        if sigmas is not None and not self.window.contains(float(sigmas.max())):
+        if sigmas is not None and not self.window.contains(sigmas.max()):
             return None
         batch = x.shape[0]
         rows = active_rows(options.get("cond_or_uncond"), batch, self.settings.uncond)

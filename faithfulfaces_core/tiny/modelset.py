@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .native import TinyNativePaths
+
 NOTICE = (
     "These files are TINY, RANDOMLY INITIALISED models written by FaithfulFaces' tiny-model builder\n"
     "(faithfulfaces_core/tiny/modelset.py) for the demo and the tests. They are not real models:\n"
@@ -36,6 +38,7 @@ class TinyModelSet:
     transformer_file: Path
     lora: Path
     lora_comfy: Path
+    native: TinyNativePaths  # the native (UNETLoader / VAELoader) files, see tiny/native.py
 
 
 def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> TinyModelSet:
@@ -52,6 +55,7 @@ def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> Tin
     from ..wan.loading import load_pipeline
     from .aligner import build_tiny_aligner
     from .insightface import FakeFace, build_fake_insightface_pack
+    from .native import write_tiny_native_files
     from .pose import random_sixdrepnet, tiny_sixdrepnet_config
     from .wan import TINY_TRANSFORMER_CONFIG, build_tiny_pipeline
 
@@ -78,7 +82,8 @@ def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> Tin
     loras = models / "loras"
     lora = save_lora(loras / LORA_FILE, pipe.transformer, layout="diffusers")
     lora_comfy = save_lora(loras / LORA_COMFY_FILE, pipe.transformer, layout="original_wan")
+    native = write_tiny_native_files(models, seed=seed)
 
-    for folder in {wan.diffusers_dir.parent, wan.transformer_file.parent, pack.parent, ff, loras}:
+    for folder in {wan.diffusers_dir.parent, wan.transformer_file.parent, pack.parent, ff, loras, native.vae.parent}:
         (folder / "TINY_RANDOM_MODELS.txt").write_text(NOTICE)
-    return TinyModelSet(models, pack, pose, aligner, wan.diffusers_dir, wan.transformer_file, lora, lora_comfy)
+    return TinyModelSet(models, pack, pose, aligner, wan.diffusers_dir, wan.transformer_file, lora, lora_comfy, native)

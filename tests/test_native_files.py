@@ -1,0 +1,105 @@
+"""The tiny native files against ComfyUI's own loaders (in a subprocess) and diffusers' converter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+from safetensors.torch import load_file, save_file
+
+from faithfulfaces_core.aligner import load_aligner
+from faithfulfaces_core.checkpoints import load_checkpoint
+from faithfulfaces_core.errors import FaithfulFacesError
+from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir
+from faithfulfaces_core.tiny import native as tiny_native
+from faithfulfaces_core.wan.lora import read_lora
+
+COMFY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    comfy_dir, models, expected, model_name, vae_name = sys.argv[1:6]
+    sys.path.insert(0, comfy_dir)
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    import torch, comfy.sd, comfy.utils, comfy.ldm.wan.vae as wan_vae
+    from safetensors.torch import load_file
+
+    result = {}
+    model = comfy.sd.load_diffusion_model(f"{models}/diffusion_models/{model_name}")  # UNETLoader's call
+    dm = model.model.diffusion_model
+    result["model"] = [type(model.model).__name__, type(dm).__name__, dm.dim, dm.num_heads, dm.text_dim,
+                       len(dm.blocks), sorted(dm.vace_layers_mapping)]
+    vae_sd = comfy.utils.load_torch_file(f"{models}/vae/{vae_name}")
+    vae = comfy.sd.VAE(sd=vae_sd)  # VAELoader's call: the Wan2.1 branch, base width from the file
+    result["vae"] = [type(vae.first_stage_model).__name__, vae.latent_channels]
+    strict = wan_vae.WanVAE(dim=vae_sd["decoder.head.0.gamma"].shape[0], z_dim=16, dim_mult=[1, 2, 4, 4],
+                            num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True])
+    result["vae_strict"] = str(strict.load_state_dict(vae_sd, strict=True))
+    data = load_file(expected)
+    with torch.no_grad():
+        decoded = strict.decode(data["z"]).clamp(-1, 1)
+    result["vae_decode_error"] = float((decoded - data["decoded"]).abs().max())
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    models = tmp_path_factory.mktemp("native_models")
+    return models, tiny_native.write_tiny_native_files(models, seed=2)
+
+
+def test_vae_layout_is_the_inverse_of_diffusers_converter(files):
+    _, paths = files
+    vae = tiny_native.build_tiny_native_vae(seed=2)
+    state = vae.state_dict()
+    written = load_file(str(paths.vae))
+    back = convert_wan_vae_to_diffusers(written)
+    assert set(back) == set(state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    assert "decoder.upsamples.4.shortcut.weight" in written and "encoder.downsamples.5.time_conv.weight" in written
+    with pytest.raises(KeyError, match="'decoder.nonsense.weight' is not a parameter of diffusers' Wan2.1 VAE"):
+        tiny_native.wan_vae_key_to_original("decoder.nonsense.weight")
+
+
+def test_native_model_set_files(files):
+    _, paths = files
+    config = tiny_native.tiny_native_transformer_config()
+    assert config["num_attention_heads"] * config["attention_head_dim"] == 128 and config["text_dim"] == 4096
+    assert load_checkpoint(paths.transformer, kind="wan_transformer", max_format=1).config["attention_head_dim"] == 128
+    lora = read_lora(paths.lora)
+    assert lora.layout == "original_wan" and lora.config["width"] == 128
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.state_dict.items())
+    assert load_aligner(paths.aligner).config.token_dim == 128
+
+
+def test_comfys_own_loaders_take_the_tiny_native_files(files, tmp_path):
+    try:
+        comfy_dir = default_comfyui_dir()
+    except FaithfulFacesError as exc:
+        pytest.skip(str(exc))
+    models, paths = files
+    vae = tiny_native.build_tiny_native_vae(seed=2)
+    z = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        decoded = vae.decode(z).sample
+    save_file({"z": z, "decoded": decoded}, str(tmp_path / "expected.safetensors"))
+    proc = subprocess.run(
+        [sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir), str(models), str(tmp_path / "expected.safetensors"),
+         paths.transformer.name, paths.vae.name],
+        capture_output=True, text=True, timeout=300, cwd=PACK_ROOT,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["model"] == ["WAN21_Vace", "VaceWanModel", 128, 1, 4096, 4, [0, 2]]
+    assert result["vae"] == ["WanVAE", 16]
+    assert result["vae_strict"] == "<All keys matched successfully>"
+    assert decoded.shape == (1, 3, 5, 32, 32) and result["vae_decode_error"] < 1e-4
