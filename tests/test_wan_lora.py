@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from faithfulfaces_core.checkpoints import save_checkpoint
-from faithfulfaces_core.errors import CheckpointError
+from faithfulfaces_core.errors import CheckpointError, MissingModelError
 from faithfulfaces_core.tiny.wan import build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
 from faithfulfaces_core.wan.loading import load_pipeline
@@ -167,6 +167,30 @@ def test_lora_scale_through_attention_kwargs(trained):
     assert torch.equal(at(0.0), without)
     assert (at(1.0) - without).abs().max() > 1e-3
     assert torch.equal(at(1.0), forward(trained.transformer))  # scale restored after the call
+
+
+def test_use_lora_loads_only_when_the_file_changes(tiny, tmp_path):
+    import os
+
+    source = fresh(tiny)
+    wan_lora.add_lora(source.transformer, wan_lora.LoraSpec(rank=RANK))
+    randomize(source.transformer, 8)
+    path = wan_lora.save_lora(tmp_path / "ff.safetensors", source.transformer)
+    pipe = fresh(tiny)
+    wan_lora.use_lora(pipe, path)
+    first = pipe.transformer.blocks[0].attn1.to_q.lora_A[wan_lora.ADAPTER_NAME]
+    assert same(wan_lora.lora_state_dict(pipe.transformer), wan_lora.lora_state_dict(source.transformer))
+    wan_lora.use_lora(pipe, path)
+    assert pipe.transformer.blocks[0].attn1.to_q.lora_A[wan_lora.ADAPTER_NAME] is first  # not reloaded
+    randomize(source.transformer, 9)  # a re-trained file at the same path
+    wan_lora.save_lora(path, source.transformer)
+    os.utime(path, ns=(1, os.stat(path).st_mtime_ns + 10**9))
+    wan_lora.use_lora(pipe, path)
+    assert same(wan_lora.lora_state_dict(pipe.transformer), wan_lora.lora_state_dict(source.transformer))
+    wan_lora.use_lora(pipe, None)
+    assert not wan_lora.has_lora(pipe.transformer)
+    with pytest.raises(MissingModelError, match=r"The FaithfulFaces LoRA is missing: folder .*, file gone.safetensors not found"):
+        wan_lora.use_lora(pipe, tmp_path / "gone.safetensors")
 
 
 def test_wrong_files_name_the_problem(trained, tmp_path):

@@ -31,7 +31,7 @@ import torch
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..deps import require
-from ..errors import CheckpointError, FaithfulFacesError
+from ..errors import CheckpointError, FaithfulFacesError, MissingModelError
 from .keys import ORIGINAL_PREFIXES, diffusers_to_original_module, original_to_diffusers_module
 
 LORA_KIND = "lora"
@@ -398,6 +398,11 @@ def use_lora(pipe, path: str | os.PathLike | None, *, adapter_name: str = ADAPTE
     For node graphs that share one cached pipeline between branches with different LoRAs: the
     adapter is keyed by its file path and modification time, so a re-trained file reloads.
     """
+    if path is not None and not Path(path).is_file():
+        raise MissingModelError(
+            f"The FaithfulFaces LoRA is missing: folder {Path(path).parent}, file {Path(path).name} not found. It "
+            "comes from training/train_lora.py (or a released FaithfulFaces LoRA), placed in ComfyUI/models/loras/."
+        )
     wanted = None if path is None else (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
     current = getattr(pipe, "_faithfulfaces_lora", None)
     if wanted == current:
