@@ -39,3 +39,14 @@ def comfy(comfy_base) -> ComfyServer:
 def object_info(comfy) -> dict:
     return comfy.get("/object_info")
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and test numbers do not depend on the core count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -489,17 +489,9 @@ def _pose_pattern_divergence(aligner: PoseSharedAligner, world: _HeadWorld) -> t
     return div[:, gap == 15].mean().item(), div[:, gap >= 90].mean().item()
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: the same numbers on any machine, and no OpenMP stalls on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_short_training_learns_cross_pose_identity_and_pose_structured_weights(one_thread):
+def test_short_training_learns_cross_pose_identity_and_pose_structured_weights():
+    assert torch.get_num_threads() == 1  # conftest's one_torch_thread: the same numbers on any machine
     torch.manual_seed(0)
     world = _HeadWorld(seed=1)
     aligner = build_tiny_aligner(seed=2, dim=64, patch_size=8, depth=1, num_heads=4, mlp_ratio=4.0,

@@ -17,14 +17,6 @@ KW = dict(prompt="a young woman turns her head left", negative_prompt="blurry lo
           width=32, height=32, num_frames=5, steps=2, guidance_scale=5.0, seed=7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
