@@ -1,0 +1,137 @@
+"""Cost of the native MODEL patch per CFG step in ComfyUI's own sampling code.
+
+A randomly initialised Wan VACE transformer of Wan2.1-1.3B's width (12 heads × 128, FFN 8960,
+4096-wide text) but only a few blocks is loaded with ComfyUI's ``load_diffusion_model_state_dict``
+(what UNETLoader does), patched with ``patch_native_model`` and sampled through ``CFGGuider``
+with CFG (positive and negative in one batch of 2). Each condition runs ``--steps`` model calls
+per round; rounds alternate the conditions, and the table reports the median CPU time
+(``time.process_time``, one torch thread) of a call and its ratio to the unpatched model.
+ComfyUI runs in this process (a benchmark, not the pack), imported from the set-up checkout.
+
+    python benchmarks/bench_native.py             # 4 blocks, 180 video tokens, 512 text tokens
+    python benchmarks/bench_native.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONDITIONS = {
+    "plain": ("unpatched MODEL (also: the patch with no pose token)", {}),
+    "lora": ("LoRA rank 128 via ComfyUI's loader (merged weights)", {"lora": True}),
+    "pose": ("pose tokens, positive pass only (default)", {"tokens": True}),
+    "pose_both": ("pose tokens, positive + negative pass", {"tokens": True, "uncond": True}),
+    "pose_s0.5": ("pose tokens at strength 0.5 (logit bias)", {"tokens": True, "strength": 0.5}),
+    "lora+pose": ("LoRA + pose tokens (the node's default)", {"lora": True, "tokens": True}),
+}
+
+
+def build(args, work: Path):
+    """ComfyUI's ModelPatcher for a random transformer, and a LoRA file for it."""
+    import torch
+    from diffusers import WanVACETransformer3DModel
+
+    from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG
+    from faithfulfaces_core.wan.keys import to_original_state_dict
+    from faithfulfaces_core.wan.lora import LoraSpec, add_lora, save_lora
+
+    config = {**TINY_TRANSFORMER_CONFIG, "num_attention_heads": 12, "attention_head_dim": 128, "ffn_dim": 8960,
+              "text_dim": 4096, "num_layers": args.blocks, "vace_layers": list(range(0, args.blocks, 2)),
+              "rope_max_seq_len": 1024}
+    torch.manual_seed(0)
+    transformer = WanVACETransformer3DModel(**config).eval()
+    state = {k: v.detach().clone() for k, v in to_original_state_dict(transformer.state_dict()).items()}
+    add_lora(transformer, LoraSpec(rank=128))
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.01)
+    lora = save_lora(work / "bench_lora.safetensors", transformer, layout="original_wan")
+    del transformer
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model_state_dict(state), lora
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=3, help="latent frames")
+    parser.add_argument("--side", type=int, default=(12, 20), nargs=2, help="latent height, width")
+    parser.add_argument("--text", type=int, default=512, help="text tokens (ComfyUI pads Wan prompts to 512)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.blocks, args.rounds, args.steps = 2, 2, 2
+
+    from faithfulfaces_core.host import default_comfyui_dir
+
+    sys.path.insert(0, str(default_comfyui_dir()))
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import tempfile
+
+    import comfy.samplers
+    import torch
+
+    from faithfulfaces_core.native import patch_native_model
+
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp())
+    base, lora = build(args, work)
+    gen = torch.Generator().manual_seed(1)
+    h, w = args.side
+    shape = (1, 16, args.frames, h, w)
+    extra = {"vace_frames": [torch.randn(1, 32, *shape[2:], generator=gen)],
+             "vace_mask": [torch.ones(1, 64, *shape[2:])], "vace_strength": [1.0]}
+    positive = [[torch.randn(1, args.text, 4096, generator=gen), dict(extra)]]
+    negative = [[torch.randn(1, args.text, 4096, generator=gen), dict(extra)]]
+    tokens = torch.randn(1, 4, 1536, generator=gen)
+    noise, latent = torch.randn(shape, generator=gen), torch.zeros(shape)
+
+    models = {}
+    for name, (_, opts) in CONDITIONS.items():
+        models[name] = patch_native_model(
+            base, tokens if opts.get("tokens") else None, lora_path=lora if opts.get("lora") else None,
+            strength=opts.get("strength", 1.0), uncond=opts.get("uncond", False),
+        )
+    times: dict[str, list[float]] = {name: [] for name in CONDITIONS}
+
+    def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        s_in = x.new_ones([x.shape[0]])
+        for _ in range(args.steps):
+            start = time.process_time()
+            model(x, sigmas[0] * s_in, **extra_args)
+            times[current].append(time.process_time() - start)
+        return x
+
+    for _ in range(args.rounds):
+        for current in CONDITIONS:
+            guider = comfy.samplers.CFGGuider(models[current])
+            guider.set_conds(positive, negative)
+            guider.set_cfg(5.0)
+            guider.sample(noise, latent, comfy.samplers.KSAMPLER(sampler), torch.tensor([0.8, 0.0]), seed=0)
+
+    plain = statistics.median(times["plain"])
+    print(f"\nWan VACE {args.blocks} blocks × 1536 wide, {args.frames * h * w // 4} video + {args.text} text tokens, "
+          f"4 pose tokens, CFG batch of 2, CPU 1 thread, median of {args.rounds * args.steps} calls\n")
+    print(f"| {'condition':<52} | ms / CFG step | vs plain |")
+    print(f"|{'-' * 54}|---------------|----------|")
+    for name, (label, _) in CONDITIONS.items():
+        t = statistics.median(times[name])
+        print(f"| {label:<52} | {t * 1000:13.1f} | {t / plain:7.3f}× |")
+
+
+if __name__ == "__main__":
+    main()
