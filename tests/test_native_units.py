@@ -11,6 +11,7 @@ from faithfulfaces_core.errors import CheckpointError, FaithfulFacesError
 from faithfulfaces_core.native import check_native_lora_fits
 from faithfulfaces_core.native.pose_patch import (
     PoseBlockPatch,
+    PoseCall,
     PoseGroup,
     PoseTokenWrapper,
     SigmaWindow,
@@ -103,6 +104,19 @@ def test_block_patch_without_a_pose_call_runs_what_was_there():
     args = {"img": 1, "transformer_options": {}}
     out = PoseBlockPatch("k", 0, previous)(args, {"original_block": lambda a: {"img": a["img"] + 1}})
     assert out == {"img": 2} and calls == [args] and calls[0] is args
+
+
+def test_block_whose_attention_never_reaches_the_override_is_an_error():
+    """An older ComfyUI without attention overrides must not silently drop the tokens."""
+    model = torch.nn.Module()
+    attn = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList([torch.nn.Module()])
+    model.blocks[0].self_attn = attn
+    call = PoseCall(model, torch.zeros(1, 2, 8), torch.tensor([0]), None, 1.0)
+    args = {"img": 1, "transformer_options": {"k": call}}
+    with pytest.raises(FaithfulFacesError, match="Wan block 0 ran without calling ComfyUI's attention override, so "
+                                                 "the pose tokens could not act: update ComfyUI"):
+        PoseBlockPatch("k", 0)(args, {"original_block": lambda a: {"img": a["img"]}})
 
 
 def reference_attention(q, k, v, extra, bias_per_row):

@@ -185,13 +185,19 @@ class PoseBlockPatch:
     def __call__(self, args: dict, extra: dict) -> dict:
         options = args["transformer_options"]
         call = options.get(self.key)
+        override = None
         if call is not None:
             attn = call.model.blocks[self.index].self_attn
             override = PoseSelfAttention(call, attn, options.get("optimized_attention_override"))
             args = {**args, "transformer_options": {**options, "optimized_attention_override": override}}
-        if self.previous is not None:
-            return self.previous(args, extra)
-        return extra["original_block"](args)
+        out = self.previous(args, extra) if self.previous is not None else extra["original_block"](args)
+        if override is not None and not override.used:
+            raise FaithfulFacesError(
+                f"Wan block {self.index} ran without calling ComfyUI's attention override, so the pose tokens "
+                "could not act: update ComfyUI (0.3.75 and later have transformer_options"
+                "['optimized_attention_override']), or remove a node that replaces the attention."
+            )
+        return out
 
 
 @dataclass
