@@ -144,6 +144,7 @@ class Resumed:
     micro_step: int
     config: dict[str, Any]
     path: Path
+    extra: dict[str, Any]
 
 
 def save_training_checkpoint(
@@ -160,6 +161,7 @@ def save_training_checkpoint(
     barrier: Callable[[], None] = lambda: None,
     keep: int = 2,
     sharded_optimizer: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` atomically (every process calls this; process 0 renames).
 
@@ -186,7 +188,8 @@ def save_training_checkpoint(
     barrier()
     if rank == 0:
         state = {"format": STATE_FORMAT, "step": step, "micro_step": micro_step, "world_size": world_size,
-                 "sharded_optimizer": sharded_optimizer, "scheduler": scheduler_state, "config": config}
+                 "sharded_optimizer": sharded_optimizer, "scheduler": scheduler_state, "config": config,
+                 "extra": extra or {}}
         atomic_write(tmp / STATE_NAME, lambda p: Path(p).write_text(json.dumps(state, indent=1), encoding="utf-8"))
         _replace_dir(tmp, final)
         for _, old in list_checkpoints(output_dir)[:-keep]:
@@ -286,7 +289,8 @@ def load_training_state(path: str | os.PathLike, *, optimizer, scheduler, rank: 
     saved = unflatten_optimizer(opt.tensors, opt.metadata)
     optimizer.load_state_dict(reshard(saved, optimizer) if sharded else saved)
     scheduler.load_state_dict(state["scheduler"])
-    return Resumed(step=state["step"], micro_step=state["micro_step"], config=state["config"], path=path)
+    return Resumed(step=state["step"], micro_step=state["micro_step"], config=state["config"], path=path,
+                   extra=state.get("extra", {}))
 
 
 def load_rng(path: str | os.PathLike, *, rank: int = 0) -> None:

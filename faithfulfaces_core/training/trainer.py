@@ -11,6 +11,7 @@ weights of an uninterrupted one.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -150,7 +151,7 @@ def train(
                     f"Cannot resume {resume_path}: these options differ from the checkpoint's run: "
                     + ", ".join(f"{k} ({saved.flat()[k]!r} → {config.flat()[k]!r})" for k in changed)
                     + ". Use the original values (see its config.json), or start a new run.output_dir.")
-        elif main:
+        else:
             _check_fresh_start(out)
         if main:
             checkpointing.remove_leftovers(out)
@@ -161,6 +162,7 @@ def train(
 
         # --- data ---------------------------------------------------------------------------------
         index = index_dataset(data_cfg)
+        manifest_sha = hashlib.sha256(Path(index.report.manifest).read_bytes()).hexdigest()
         logger.info("data: %s", index.report.summary())
         for line in index.report.details():
             logger.warning("data: %s", line)
@@ -242,6 +244,9 @@ def train(
                 resume_path, optimizer=optimizer, scheduler=scheduler, rank=rank, world_size=world, sharded=fsdp)
             start_step, start_micro = resumed.step, resumed.micro_step
             logger.info("resumed from %s at step %d", resume_path, start_step)
+            if resumed.extra.get("manifest_sha256") not in (None, manifest_sha):
+                logger.warning("the dataset's manifest changed since %s: the data order from here on differs from "
+                               "the original run's", resume_path.name)
         loader = torch.utils.data.DataLoader(
             batches, batch_size=None, num_workers=data_cfg.num_workers,
             sampler=MicroSteps(start_micro, run.max_steps * accum, repeat_first=run.overfit_one_batch),
@@ -333,7 +338,7 @@ def train(
                             run.max_steps, total, flow, infonce, last.lr, last.grad_norm, last.seconds)
             if step % run.checkpoint_every == 0 or step == run.max_steps:
                 _save(accelerator, joint, optimizer, scheduler, out, step, micro, config, trainable_names,
-                      keep=run.keep_checkpoints, sharded=fsdp)
+                      keep=run.keep_checkpoints, sharded=fsdp, extra={"manifest_sha256": manifest_sha})
                 logger.info("checkpoint %s", checkpointing.checkpoint_dir(out, step))
                 if main and step < run.max_steps:
                     feedback.plot_losses(metrics.read(), out / feedback.CURVE_NAME)
@@ -364,7 +369,7 @@ def train(
 
 
 def _save(accelerator, joint, optimizer, scheduler, out: Path, step: int, micro: int, config: TrainConfig,
-          names: list[str], *, keep: int, sharded: bool) -> Path:
+          names: list[str], *, keep: int, sharded: bool, extra: dict[str, Any]) -> Path:
     """Gather what a checkpoint needs and write it (all processes take part)."""
     if sharded:  # FSDP: full weights gathered on process 0; each process keeps its optimizer shard
         full = accelerator.get_state_dict(joint)
@@ -375,5 +380,5 @@ def _save(accelerator, joint, optimizer, scheduler, out: Path, step: int, micro:
         out, step, micro_step=micro, model_state=model_state, optimizer_state=optimizer.state_dict(),
         scheduler_state=scheduler.state_dict(), config=json.loads(config.to_json()),
         rank=accelerator.process_index, world_size=accelerator.num_processes,
-        barrier=accelerator.wait_for_everyone, keep=keep, sharded_optimizer=sharded,
+        barrier=accelerator.wait_for_everyone, keep=keep, sharded_optimizer=sharded, extra=extra,
     )
