@@ -1,8 +1,9 @@
 """Latent cache: every clip, reference candidate and prompt encoded once, so training runs without
 the VAE and the text encoder in memory.
 
-``<cache_dir>/<fingerprint>/`` (the fingerprint covers the encoders, the clip geometry and the
-cache dtype, so a changed setting never reads stale latents):
+``<cache_dir>/<fingerprint>/`` (the fingerprint covers the encoders' configs and weight files
+(name, size, mtime), their dtype, the clip geometry and the cache dtype, so a changed setting
+never reads stale latents):
 
 - ``videos/<sha256(key)[:16]>.safetensors``: ``latents`` ``[16, T', h, w]`` and
   ``reference.<crop>`` ``[32, 1, h, w]`` for each reference candidate crop

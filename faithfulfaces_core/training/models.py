@@ -75,6 +75,17 @@ def base_identity(model_cfg, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def encoder_identity(model_cfg, pipe, dtype: torch.dtype) -> dict[str, Any]:
+    """What cached latents and text embeddings depend on: the encoders' configs, weight files and dtype."""
+    folder = Path(model_cfg.diffusers_dir)
+    files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                   for sub in ("vae", "text_encoder", "tokenizer") for p in (folder / sub).glob("*") if p.is_file())
+    return {
+        "diffusers_dir": folder.name, "files": files, "dtype": str(dtype),
+        "vae": config_sha256(dict(pipe.vae.config)), "text_encoder": config_sha256(pipe.text_encoder.config.to_dict()),
+    }
+
+
 def vae_scale_factors(model_cfg) -> tuple[int, int]:
     """(spatial, temporal) downsampling of the folder's VAE, read from its config (no weights)."""
     folder = loading.check_diffusers_folder(model_cfg.diffusers_dir, need_transformer=not model_cfg.transformer_file)

@@ -182,10 +182,7 @@ def train(
                                   num_frames=data_cfg.num_frames, max_sequence_length=data_cfg.max_sequence_length)
         cache = None
         if data_cfg.cache_latents:
-            encoders = {"diffusers_dir": Path(config.model.diffusers_dir).name,
-                        "vae": models.config_sha256(dict(pipe.vae.config)),
-                        "text_encoder": models.config_sha256(pipe.text_encoder.config.to_dict()),
-                        "dtype": str(base_dtype)}
+            encoders = models.encoder_identity(config.model, pipe, base_dtype)
             cache = LatentCache(data_cfg.cache_dir or out / "cache", cache_fingerprint(encoders, data_cfg),
                                 max_sequence_length=data_cfg.max_sequence_length, dtype=data_cfg.cache_dtype)
             stats = build_cache(cache, index, conditioner, data_cfg, rank=rank, world=world,
