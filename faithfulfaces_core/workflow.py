@@ -122,15 +122,19 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, Any], *, titl
         inputs, widgets = [], []
         for name, kind, options in _input_specs(info):
             value = node["inputs"].get(name)
-            if isinstance(value, list) and len(value) == 2 and not _is_widget(kind, options):
+            if isinstance(value, list) and len(value) == 2:
                 slot = len(inputs)
                 link_id = next(
                     lid for lid in outputs_links.get((str(value[0]), int(value[1])), [])
                     if link_by_id[lid][3] == int(node_id) and link_by_id[lid][4] is None
                 )
+                link_type = "COMBO" if isinstance(kind, list) else kind
                 link_by_id[link_id][4] = slot
-                link_by_id[link_id][5] = kind
-                inputs.append({"name": name, "type": kind, "link": link_id})
+                link_by_id[link_id][5] = link_type
+                inputs.append({"name": name, "type": link_type, "link": link_id})
+                if _is_widget(kind, options):  # a widget fed by a link keeps a placeholder value
+                    inputs[-1]["widget"] = {"name": name}
+                    widgets.extend(_widget_values(name, kind, options, options.get("default")))
             elif _is_widget(kind, options):
                 if value is None:
                     value = options.get("default")

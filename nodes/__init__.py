@@ -3,6 +3,7 @@
 from .aligner import LoadAligner, PoseToken
 from .evaluation import FaceSimEvaluate
 from .models import register_model_folders
+from .native import NativeWanPatch
 from .pose import FacePoseEstimate, LoadFaceDetector, LoadPoseEstimator
 from .sampler import ApplyLoRA, LoadVACEPipeline, VACESampler
 
@@ -15,6 +16,7 @@ NODES = [
     LoadVACEPipeline,
     ApplyLoRA,
     VACESampler,
+    NativeWanPatch,
     FaceSimEvaluate,
 ]
 
