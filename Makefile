@@ -9,6 +9,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 demo: setup

@@ -121,6 +121,6 @@ class FacePoseEstimate(io.ComfyNode):
             first.angles.pitch,
             first.angles.yaw,
             first.angles.roll,
-            from_uint8([draw_pose_preview(f, p) for f, p in zip(frames, poses)]),
+            from_uint8([draw_pose_preview(f, p) for f, p in zip(frames, poses, strict=True)]),
             ui={"faithfulfaces_pose": [angles]},
         )

@@ -150,6 +150,7 @@ class VACESampler(io.ComfyNode):
         import comfy.model_management
         import comfy.utils
         import torch
+
         from faithfulfaces_core.wan.generate import generate
         from faithfulfaces_core.wan.lora import use_lora
 

@@ -73,9 +73,10 @@ def test_identity_workflow_writes_the_requested_video(comfy, images):
 
 def test_pose_inspection_workflow_on_insightface_and_6drepnet(comfy, images):
     """The paper's backends (fake InsightFace pack + random 6DRepNet) through the server."""
+    from PIL import Image
+
     from faithfulfaces_core.tiny.insightface import paint_fake_faces
     from faithfulfaces_core.tiny.modelset import FAKE_FACE_BOX
-    from PIL import Image
 
     marked = paint_fake_faces(np.zeros((480, 640, 3), np.uint8), [FAKE_FACE_BOX])
     Image.fromarray(marked).save(comfy.input_dir / "ff_marked.png")

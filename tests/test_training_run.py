@@ -26,7 +26,6 @@ from faithfulfaces_core.training.synthetic import tiny_overrides, write_syntheti
 from faithfulfaces_core.training.trainer import StopRequested, TrainingDiverged, train
 
 
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return build_tiny_pipeline(tmp_path_factory.mktemp("train_tiny"), seed=0)

@@ -28,7 +28,6 @@ from faithfulfaces_core.wan.loading import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return build_tiny_pipeline(tmp_path_factory.mktemp("wan_load"), seed=4)

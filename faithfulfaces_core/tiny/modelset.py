@@ -51,8 +51,8 @@ def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> Tin
 
     from ..aligner import save_aligner
     from ..pose.sixdrepnet import save_sixdrepnet
-    from ..wan.lora import LoraSpec, add_lora, save_lora
     from ..wan.loading import load_pipeline
+    from ..wan.lora import LoraSpec, add_lora, save_lora
     from .aligner import build_tiny_aligner
     from .insightface import FakeFace, build_fake_insightface_pack
     from .native import write_tiny_native_files
