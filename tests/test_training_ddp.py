@@ -5,6 +5,7 @@ step 3 and resumed ends with exactly the weights of an uninterrupted one."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,19 @@ pytestmark = pytest.mark.slow
 
 
 def launch(overrides: list[str], *extra: str) -> subprocess.CompletedProcess:
+    """torchrun in its own process group: a hang is killed with all its workers, none is left behind."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "training" / "train_lora.py"), "--no-progress", *extra, "--set", *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def test_two_processes_kill_and_resume_equal_an_uninterrupted_run(tmp_path):
