@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FaithfulFacesError, NoFaceError
 from ..pose.crop import crop_face
-from ..pose.types import EulerAngles, Face, FaceDetector, PoseEstimator
+from ..pose.types import EulerAngles, Face, FaceDetector, PoseEstimator, as_rgb_uint8
 from .embedding import DLIB, EmbeddingSource, FaceEmbedder, cosine, euclidean
 from .padding import PAD_FACTOR, pad_image, unpad_face
 from .summary import Summary, summarize
@@ -106,18 +106,6 @@ class VideoScore:
         )
 
 
-def _rgb_uint8(image: np.ndarray, what: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise FaithfulFacesError(f"{what}: expected an RGB image [H, W, 3], got shape {tuple(image.shape)}.")
-    if image.dtype != np.uint8:
-        raise FaithfulFacesError(
-            f"{what}: expected uint8 pixels (0..255), got {image.dtype}. Convert floats in 0..1 with "
-            "(image * 255).round().astype(np.uint8)."
-        )
-    return image
-
-
 class FaceSimEvaluator:
     """FaceSim with one detector, pose estimator and recognition model.
 
@@ -183,7 +171,7 @@ class FaceSimEvaluator:
 
     def reference(self, image: np.ndarray, name: str = "the reference image") -> ReferenceFace:
         """The reference face of ``image`` ``[H, W, 3]`` uint8 (the largest; the count is reported)."""
-        image = _rgb_uint8(image, name)
+        image = as_rgb_uint8(np.asarray(image), name)
         found = self.find(image)
         if not found.faces:
             raise NoFaceError(
@@ -231,7 +219,7 @@ class FaceSimEvaluator:
         found_all: list[Found] = []
         vectors: list[np.ndarray | None] = []
         for k, frame in iterator:
-            frame = _rgb_uint8(frame, f"frame {indices[k]} of {name}")
+            frame = as_rgb_uint8(np.asarray(frame), f"frame {indices[k]} of {name}")
             found = self.find(frame)
             found_all.append(found)
             vectors.append(self.embedding(found.image, found.faces[0]) if found.faces else None)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..deps import INSTALL_HINTS, require
 from ..errors import FaithfulFacesError, MissingDependencyError, MissingModelError
-from .types import Face
+from .types import Face, as_rgb_uint8
 
 DetectorModel = Literal["hog", "cnn"]
 
@@ -371,21 +371,6 @@ def _load(kind: str, models_dir: str | Path | None) -> Any:
 # ----------------------------------------------------------------------------- images and boxes
 
 
-def _rgb_uint8(image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = (
-            f"{type(image).__name__}"
-            if not isinstance(image, np.ndarray)
-            else f"array of shape {tuple(image.shape)} and dtype {image.dtype}"
-        )
-        raise FaithfulFacesError(
-            f"The dlib face backend expects an RGB image as a numpy array [H, W, 3] of dtype uint8; got "
-            f"{got}. Convert it first: drop an alpha channel, stack a grey image to 3 channels, and "
-            "turn floats in 0..1 into (image * 255).round().astype(np.uint8)."
-        )
-    return np.ascontiguousarray(image)
-
-
 def _clipped_box(rect: Any, height: int, width: int) -> tuple[float, float, float, float]:
     """dlib rectangle (inclusive right/bottom) -> (x1, y1, x2, y2) clipped to the image."""
     return (
@@ -451,7 +436,7 @@ class DlibFaceEmbedder:
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
         """``image`` [H, W, 3] uint8 RGB and one face in it -> [128] float32 identity vector."""
-        image = _rgb_uint8(image)
+        image = as_rgb_uint8(image, "The dlib face backend's input")
         shape = _shape_from_face(self._dlib, self._predictor, image, face)
         return self._embed_shape(image, shape)
 
@@ -507,7 +492,7 @@ class DlibFaceDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """``image`` [H, W, 3] uint8 RGB -> faces, largest first."""
-        image = _rgb_uint8(image)
+        image = as_rgb_uint8(image, "The dlib face backend's input")
         height, width = image.shape[:2]
         faces = []
         for rect, score in self._find(image):

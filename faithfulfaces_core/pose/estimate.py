@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import FaithfulFacesError, MultipleFacesError, NoFaceError
 from .crop import crop_face
-from .types import EulerAngles, Face, FaceDetector, FacePose, PoseEstimator
+from .types import EulerAngles, Face, FaceDetector, FacePose, PoseEstimator, as_rgb_uint8
 
 POLICIES = ("largest", "error")
 
@@ -20,19 +20,10 @@ POLICIES = ("largest", "error")
 def _as_image_list(images: np.ndarray | Sequence[np.ndarray], names: list[str] | None) -> list[np.ndarray]:
     if isinstance(images, np.ndarray):
         images = [images] if images.ndim == 3 else list(images)
-    out = []
-    for i, image in enumerate(images):
-        image = np.asarray(image)
-        label = names[i] if names and i < len(names) else f"image {i}"
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise FaithfulFacesError(f"{label}: expected an RGB image [H, W, 3], got shape {image.shape}.")
-        if image.dtype != np.uint8:
-            raise FaithfulFacesError(
-                f"{label}: expected uint8 pixels (0..255), got {image.dtype}. Convert floats in 0..1 with "
-                "(image * 255).round().astype(np.uint8)."
-            )
-        out.append(image)
-    return out
+    return [
+        as_rgb_uint8(np.asarray(image), names[i] if names and i < len(names) else f"image {i}")
+        for i, image in enumerate(images)
+    ]
 
 
 def _choose(faces: list[Face], name: str, policy: str, detector: str) -> int:

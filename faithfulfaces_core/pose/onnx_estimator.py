@@ -16,9 +16,8 @@ import numpy as np
 from ..deps import require
 from ..errors import CheckpointError, FaithfulFacesError, MissingDependencyError, MissingModelError
 from .preprocess import crops_to_input
-from .rotation import euler_from_rotation
+from .rotation import RotationPoseEstimator
 from .sixdrepnet import CHECKPOINT_KIND, ONNX_INPUT, ONNX_OUTPUT, RELEASE_SOURCE, RELEASED_FILENAME
-from .types import Face
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -56,7 +55,7 @@ def onnx_providers(device: str = "auto") -> list[str]:
     raise FaithfulFacesError(f"Unknown ONNX Runtime device '{device}': use 'auto', 'cuda' or 'cpu'.")
 
 
-class OnnxPoseEstimator:
+class OnnxPoseEstimator(RotationPoseEstimator):
     """``PoseEstimator`` on ONNX Runtime: face crops → (pitch, yaw, roll) degrees."""
 
     name = "6drepnet-onnx"
@@ -114,12 +113,3 @@ class OnnxPoseEstimator:
         for start in range(0, len(x), self.batch_size):
             out.append(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x[start : start + self.batch_size]})[0])
         return np.concatenate(out)
-
-    def estimate(
-        self,
-        crops: np.ndarray,
-        faces: list[Face] | None = None,
-        image_sizes: list[tuple[int, int]] | None = None,
-    ) -> np.ndarray:
-        """``[B, S, S, 3]`` uint8 RGB → ``[B, 3]`` float32 (pitch, yaw, roll) degrees."""
-        return euler_from_rotation(self.rotations(crops).astype(np.float64)).astype(np.float32)

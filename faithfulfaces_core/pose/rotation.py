@@ -141,3 +141,18 @@ def angles_from_insightface_pose(pose: Array) -> Array:
     ``angles_from_head_to_image``. For small angles this is (pitch, -yaw, roll).
     """
     return angles_from_head_to_image(rotation_from_euler(pose, degrees=True), degrees=True)
+
+
+class RotationPoseEstimator:
+    """Base of estimators whose model predicts rotation matrices (6DRepNet on torch or ONNX).
+
+    Subclasses define ``rotations(crops) -> [B, 3, 3]``; ``estimate`` reads them out as Euler
+    angles in float64 (the gimbal-lock branch needs the precision) and returns float32.
+    """
+
+    def rotations(self, crops: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def estimate(self, crops: np.ndarray, faces=None, image_sizes=None) -> np.ndarray:
+        """``[B, S, S, 3]`` uint8 RGB → ``[B, 3]`` float32 (pitch, yaw, roll) degrees."""
+        return euler_from_rotation(self.rotations(crops).astype(np.float64)).astype(np.float32)

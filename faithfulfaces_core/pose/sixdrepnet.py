@@ -43,8 +43,7 @@ from torch import nn
 from ..checkpoints import atomic_write, check_state_dict, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, FaithfulFacesError, MissingModelError
 from .preprocess import crops_to_input
-from .rotation import euler_from_rotation, rotation_from_6d
-from .types import Face
+from .rotation import RotationPoseEstimator, rotation_from_6d
 
 RELEASED_FILENAME = "6DRepNet_300W_LP_AFLW2000.pth"
 RELEASE_SOURCE = (
@@ -379,7 +378,7 @@ def export_sixdrepnet_onnx(model: SixDRepNet, path: str | os.PathLike, *, opset:
 # ---------------------------------------------------------------- estimator
 
 
-class SixDRepNetEstimator:
+class SixDRepNetEstimator(RotationPoseEstimator):
     """``PoseEstimator`` on torch: face crops → (pitch, yaw, roll) degrees.
 
     Takes the model over: it is re-parameterised and moved to ``device``, ``dtype`` and channels-last.
@@ -414,12 +413,3 @@ class SixDRepNetEstimator:
             batch = batch.contiguous(memory_format=torch.channels_last)
             out.append(self.model(batch).float().cpu().numpy())
         return np.concatenate(out)
-
-    def estimate(
-        self,
-        crops: np.ndarray,
-        faces: list[Face] | None = None,
-        image_sizes: list[tuple[int, int]] | None = None,
-    ) -> np.ndarray:
-        """``[B, S, S, 3]`` uint8 RGB → ``[B, 3]`` float32 (pitch, yaw, roll) degrees."""
-        return euler_from_rotation(self.rotations(crops).astype(np.float64)).astype(np.float32)

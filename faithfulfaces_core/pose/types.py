@@ -12,6 +12,27 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import FaithfulFacesError
+
+
+def as_rgb_uint8(image: object, what: str) -> np.ndarray:
+    """``image`` as a contiguous ``[H, W, 3]`` uint8 array, or an error naming ``what`` and the fix."""
+    if not isinstance(image, np.ndarray):
+        raise FaithfulFacesError(
+            f"{what}: expected an RGB image as a numpy array [H, W, 3], got {type(image).__name__}."
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise FaithfulFacesError(
+            f"{what}: expected an RGB image [H, W, 3], got shape {tuple(image.shape)}. Drop an alpha channel "
+            "or stack a grey image to 3 channels."
+        )
+    if image.dtype != np.uint8:
+        raise FaithfulFacesError(
+            f"{what}: expected uint8 pixels (0..255), got {image.dtype}. Convert floats in 0..1 with "
+            "(image * 255).round().astype(np.uint8)."
+        )
+    return np.ascontiguousarray(image)
+
 
 @dataclass(frozen=True)
 class Face:
