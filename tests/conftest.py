@@ -50,3 +50,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def comfy_dir() -> Path:
+    """The ComfyUI checkout that scripts/setup.sh provisioned (tests that run its code in a subprocess)."""
+    from faithfulfaces_core.host import default_comfyui_dir
+
+    path = default_comfyui_dir()
+    assert (path / "comfy" / "ldm" / "wan" / "model.py").is_file(), f"no ComfyUI checkout at {path}: run make setup"
+    return path

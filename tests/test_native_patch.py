@@ -21,8 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir
+from faithfulfaces_core.host import PACK_ROOT
 from faithfulfaces_core.tiny.native import (
     add_random_lora,
     build_tiny_native_transformer,
@@ -183,16 +182,6 @@ COMFY_SCRIPT = textwrap.dedent(
     """
 )
 
-
-@pytest.fixture(scope="module")
-def comfy_dir():
-    try:
-        path = default_comfyui_dir()
-    except FaithfulFacesError as exc:
-        pytest.skip(str(exc))
-    if not (path / "comfy" / "ldm" / "wan" / "model.py").is_file():
-        pytest.skip(f"no ComfyUI checkout at {path}")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,10 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
-from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir
+from faithfulfaces_core.host import PACK_ROOT
 from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG as CFG
 from faithfulfaces_core.tiny.wan import build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
@@ -63,16 +61,6 @@ COMFY_SCRIPT = textwrap.dedent(
     """
 )
 
-
-@pytest.fixture(scope="module")
-def comfy_dir():
-    try:
-        path = default_comfyui_dir()
-    except FaithfulFacesError as exc:
-        pytest.skip(str(exc))
-    if not (path / "comfy" / "lora.py").is_file():
-        pytest.skip(f"no ComfyUI checkout at {path}")
-    return path
 
 
 def test_single_file_and_lora_export_work_in_comfyui(comfy_dir, tmp_path):
