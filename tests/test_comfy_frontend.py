@@ -21,7 +21,7 @@ IGNORED_CONSOLE = ("favicon", "/api/userdata", "net::ERR_NAME_NOT_RESOLVED")
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(comfy, tmp_path_factory):
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
         if os.environ.get("CI"):
@@ -38,6 +38,7 @@ def browser(tmp_path_factory):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    requests.post(f"{comfy.url}/settings/Comfy.TutorialCompleted", json=True, timeout=30)  # no first-run dialog
     yield driver
     driver.quit()
 
@@ -55,7 +56,6 @@ def wait_for(driver, script: str, timeout: float = 90.0):
 @pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
 def test_ui_workflow_loads_in_the_frontend(comfy, browser, name):
     shutil.copyfile(reference_photo(), comfy.input_dir / REFERENCE_NAME)  # the workflows' LoadImage file
-    requests.post(f"{comfy.url}/settings/Comfy.TutorialCompleted", json=True, timeout=30)  # no first-run dialog
     browser.get(comfy.url)
     wait_for(browser, "return !!(window.app && window.app.graph && window.LiteGraph"
                       " && Object.keys(LiteGraph.registered_node_types).length > 400)")
@@ -86,3 +86,33 @@ def test_ui_workflow_loads_in_the_frontend(comfy, browser, name):
     shot = ARTIFACTS / f"frontend_{name}.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_pose_node_shows_the_angles_after_a_run(comfy, browser):
+    """Queued from the browser: the web extension receives the angles and draws them on the node."""
+    shutil.copyfile(reference_photo(), comfy.input_dir / REFERENCE_NAME)
+    browser.get(comfy.url)
+    wait_for(browser, "return !!(window.app && window.app.graph && window.LiteGraph"
+                      " && Object.keys(LiteGraph.registered_node_types).length > 400)")
+    workflow = json.loads((WORKFLOWS / "faithfulfaces_pose_inspection.json").read_text())
+    browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "window.app.loadGraphData(arguments[0]).then(() => done(true), (e) => done(String(e)));",
+        workflow,
+    )
+    browser.execute_script(  # the no-download backend, as a user without an InsightFace pack would pick
+        "const set = (id, name, value) => { window.app.graph.getNodeById(id).widgets"
+        "  .find(w => w.name === name).value = value; };"
+        "set(2, 'backend', 'dlib-hog'); set(3, 'backend', 'dlib-landmarks');"
+        "window.app.queuePrompt(0, 1);"
+    )
+    pose = wait_for(browser, "return window.app.graph.getNodeById(4).ffPose || null;", timeout=120)
+    assert pose["backend"] == "dlib-hog+pnp"
+    assert all(abs(pose[k]) < 45 for k in ("pitch", "yaw", "roll"))  # a frontal portrait
+    browser.execute_script(
+        "const ds = window.app.canvas.ds; ds.scale = 0.9; ds.offset = [-150, 220];"
+        "window.app.canvas.setDirty(true, true);"
+    )
+    time.sleep(1.0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "frontend_pose_readout.png"))
