@@ -23,12 +23,15 @@ POSE_WEIGHT_SUFFIXES = (".pth", ".safetensors", ".onnx")
 MISSING_PREFIX = "(none found) "
 
 
+FOLDER_EXTENSIONS = {"faithfulfaces": set(POSE_WEIGHT_SUFFIXES), "insightface": {".onnx"}}
+
+
 def register_model_folders() -> None:
     """Add the pack's own model folders (``faithfulfaces``, ``insightface``) to ComfyUI."""
-    for name in ("faithfulfaces", "insightface"):
+    for name, extensions in FOLDER_EXTENSIONS.items():
         default = os.path.join(folder_paths.models_dir, name)
         if name not in folder_paths.folder_names_and_paths:
-            folder_paths.folder_names_and_paths[name] = ([default], {""})
+            folder_paths.folder_names_and_paths[name] = ([default], extensions)
         elif default not in folder_paths.folder_names_and_paths[name][0]:
             folder_paths.add_model_folder_path(name, default)
 
@@ -39,13 +42,9 @@ def folders(name: str) -> list[Path]:
 
 
 def _files(name: str, suffixes: tuple[str, ...]) -> list[str]:
-    found: set[str] = set()
-    for root in folders(name):
-        if root.is_dir():
-            for path in root.rglob("*"):
-                if path.is_file() and path.suffix.lower() in suffixes:
-                    found.add(path.relative_to(root).as_posix())
-    return sorted(found)
+    """Files of model folder ``name`` with one of ``suffixes`` (ComfyUI's cached listing)."""
+    register_model_folders()
+    return [f for f in folder_paths.get_filename_list(name) if f.lower().endswith(suffixes)]
 
 
 def _subfolders(name: str, marker: str, below: str = "") -> list[str]:
