@@ -3,7 +3,7 @@
 
 Two model sizes, both built here with the real classes and random weights (nothing downloaded):
 
-- ``tiny``: ``tiny.wan``'s pipeline (4 blocks, width 24), 32×32 × 5 frames, LoRA rank 4, the
+- ``tiny``: ``tiny.wan``'s pipeline (4 blocks, width 128), 32×32 × 5 frames, LoRA rank 4, the
   tiny aligner, aligner batch 3;
 - ``small``: a CPU-sized Wan2.1-VACE (8 blocks + 4 VACE blocks, width 512, UMT5 with 512-wide
   states, a VAE with base width 32), 128×128 × 17 frames (6 latent frames incl. the reference

@@ -1,4 +1,4 @@
-"""The tiny native files against ComfyUI's own loaders (in a subprocess) and diffusers' converter."""
+"""The tiny model files against ComfyUI's own loaders (in a subprocess) and diffusers' converter."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ import torch
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from safetensors.torch import load_file, save_file
 
-from faithfulfaces_core.aligner import load_aligner
+from faithfulfaces_core.aligner import load_aligner, save_aligner
 from faithfulfaces_core.checkpoints import load_checkpoint
 from faithfulfaces_core.errors import FaithfulFacesError
 from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir
 from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.wan.lora import read_lora
+from faithfulfaces_core.tiny.aligner import build_tiny_aligner
+from faithfulfaces_core.tiny.native import add_random_lora
+from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
+from faithfulfaces_core.wan.loading import load_transformer_file
+from faithfulfaces_core.wan.lora import read_lora, save_lora
 
 COMFY_SCRIPT = textwrap.dedent(
     """
@@ -52,15 +56,17 @@ COMFY_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
+    """(models folder, the tiny pipeline's paths, the tiny VAE file): the files the model set writes."""
     models = tmp_path_factory.mktemp("native_models")
-    return models, tiny_native.write_tiny_native_files(models, seed=2)
+    with torch.random.fork_rng(devices=[]):  # build_tiny_pipeline seeds the global RNG; later tests keep theirs
+        return models, build_tiny_pipeline(models, seed=2), tiny_native.write_tiny_vae(models, seed=2)
 
 
 def test_vae_layout_is_the_inverse_of_diffusers_converter(files):
-    _, paths = files
+    _, _, vae_file = files
     vae = tiny_native.build_tiny_native_vae(seed=2)
     state = vae.state_dict()
-    written = load_file(str(paths.vae))
+    written = load_file(str(vae_file))
     back = convert_wan_vae_to_diffusers(written)
     assert set(back) == set(state)
     assert all(torch.equal(back[k], state[k]) for k in state)
@@ -69,15 +75,19 @@ def test_vae_layout_is_the_inverse_of_diffusers_converter(files):
         tiny_native.wan_vae_key_to_original("decoder.nonsense.weight")
 
 
-def test_native_model_set_files(files):
-    _, paths = files
-    config = tiny_native.tiny_native_transformer_config()
-    assert config["num_attention_heads"] * config["attention_head_dim"] == 128 and config["text_dim"] == 4096
-    assert load_checkpoint(paths.transformer, kind="wan_transformer", max_format=1).config["attention_head_dim"] == 128
-    lora = read_lora(paths.lora)
-    assert lora.layout == "original_wan" and lora.config["width"] == 128
+def test_tiny_files_follow_comfys_detection_rules(files, tmp_path):
+    _, wan, _ = files
+    config = TINY_TRANSFORMER_CONFIG
+    assert config["attention_head_dim"] == 128 and config["text_dim"] == 4096  # num_heads = dim // 128; UMT5-XXL
+    assert TINY_WIDTH == config["num_attention_heads"] * 128
+    assert load_checkpoint(wan.transformer_file, kind="wan_transformer", max_format=1).config["attention_head_dim"] == 128
+    transformer = load_transformer_file(wan.transformer_file, dtype=torch.float32)
+    add_random_lora(transformer, seed=3)
+    lora = read_lora(save_lora(tmp_path / "lora.safetensors", transformer, layout="original_wan"))
+    assert lora.layout == "original_wan" and lora.config["width"] == TINY_WIDTH
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.state_dict.items())
-    assert load_aligner(paths.aligner).config.token_dim == 128
+    aligner = save_aligner(build_tiny_aligner(seed=2, token_dim=TINY_WIDTH), tmp_path / "aligner.safetensors")
+    assert load_aligner(aligner).config.token_dim == TINY_WIDTH
 
 
 def test_comfys_own_loaders_take_the_tiny_native_files(files, tmp_path):
@@ -85,7 +95,7 @@ def test_comfys_own_loaders_take_the_tiny_native_files(files, tmp_path):
         comfy_dir = default_comfyui_dir()
     except FaithfulFacesError as exc:
         pytest.skip(str(exc))
-    models, paths = files
+    models, wan, vae_file = files
     vae = tiny_native.build_tiny_native_vae(seed=2)
     z = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -93,13 +103,14 @@ def test_comfys_own_loaders_take_the_tiny_native_files(files, tmp_path):
     save_file({"z": z, "decoded": decoded}, str(tmp_path / "expected.safetensors"))
     proc = subprocess.run(
         [sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir), str(models), str(tmp_path / "expected.safetensors"),
-         paths.transformer.name, paths.vae.name],
+         wan.transformer_file.name, vae_file.name],
         capture_output=True, text=True, timeout=300, cwd=PACK_ROOT,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     result = json.loads(lines[-1][len("RESULT "):])
-    assert result["model"] == ["WAN21_Vace", "VaceWanModel", 128, 1, 4096, 4, [0, 2]]
+    heads, layers = TINY_TRANSFORMER_CONFIG["num_attention_heads"], TINY_TRANSFORMER_CONFIG["num_layers"]
+    assert result["model"] == ["WAN21_Vace", "VaceWanModel", TINY_WIDTH, heads, 4096, layers, [0, 2]]
     assert result["vae"] == ["WanVAE", 16]
     assert result["vae_strict"] == "<All keys matched successfully>"
     assert decoded.shape == (1, 3, 5, 32, 32) and result["vae_decode_error"] < 1e-4

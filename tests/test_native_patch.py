@@ -22,18 +22,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from faithfulfaces_core.host import PACK_ROOT
-from faithfulfaces_core.tiny.native import (
-    add_random_lora,
-    build_tiny_native_transformer,
-    tiny_native_transformer_config,
+from faithfulfaces_core.tiny.native import add_random_lora
+from faithfulfaces_core.tiny.wan import (
+    TINY_TRANSFORMER_CONFIG,
+    TINY_WIDTH,
+    build_tiny_transformer,
+    save_original_layout,
 )
-from faithfulfaces_core.tiny.wan import save_original_layout
 from faithfulfaces_core.wan import lora as wan_lora
 from faithfulfaces_core.wan.injection import install_pose_injection
 from faithfulfaces_core.wan.loading import load_transformer_file
 
-CFG = tiny_native_transformer_config()
-WIDTH = CFG["num_attention_heads"] * CFG["attention_head_dim"]
+CFG = TINY_TRANSFORMER_CONFIG
+WIDTH = TINY_WIDTH
 SIGMA = 0.7
 LORA_STRENGTH = 0.8
 OTHER_STRENGTH = 0.5
@@ -188,7 +189,7 @@ COMFY_SCRIPT = textwrap.dedent(
 def native(comfy_dir, tmp_path_factory):
     """(ComfyUI's results, its recorded tensors, the diffusers transformer with both adapters)."""
     work = tmp_path_factory.mktemp("native")
-    model_file = save_original_layout(build_tiny_native_transformer(seed=11), work / "wan_tiny_native.safetensors")
+    model_file = save_original_layout(build_tiny_transformer(seed=11), work / "wan_tiny.safetensors")
     transformer = load_transformer_file(model_file, dtype=torch.float32).eval()
     add_random_lora(transformer, seed=1)
     wan_lora.add_lora(transformer, wan_lora.LoraSpec(rank=2, modules=wan_lora.FFN_MODULES, include_vace_blocks=False),

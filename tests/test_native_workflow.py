@@ -22,7 +22,9 @@ import pytest
 import torch
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo
+from faithfulfaces_core.tiny import modelset
 from faithfulfaces_core.tiny import native as tiny_native
+from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -40,7 +42,7 @@ def conditioning(comfy) -> dict[str, str]:
     for name in ("positive", "negative"):
         folder = comfy.output_dir / f"ff_native_{name}"
         folder.mkdir(parents=True, exist_ok=True)
-        embeds = torch.randn(1, 12, tiny_native.TEXT_DIM, generator=gen)
+        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
         shard = {"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]}
         torch.save(shard, folder / "shard_0000.pkl")
         folders[name] = folder.name
@@ -54,9 +56,9 @@ def tiny_prompt(conditioning: dict[str, str], *, seed: int = 4, **patch) -> dict
         "1": {"image": "ff_native_portrait.png"},
         "2": {"backend": "dlib-hog"},
         "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": tiny_native.ALIGNER_FILE},
-        "7": {"unet_name": tiny_native.TRANSFORMER_FILE},
-        "8": {"lora": tiny_native.LORA_FILE, **patch},
+        "5": {"aligner": modelset.ALIGNER_FILE},
+        "7": {"unet_name": TINY_FILE},
+        "8": {"lora": modelset.LORA_COMFY_FILE, **patch},
         "12": {"vae_name": tiny_native.VAE_FILE},
         "13": SIZE,
         "14": {"steps": STEPS, "seed": seed},
@@ -96,9 +98,9 @@ def test_tiny_native_files_are_listed_by_comfys_own_loaders(object_info):
         spec = object_info[node]["input"]["required"][name]
         return spec[1]["options"] if spec[0] == "COMBO" else spec[0]  # V3 nodes / classic nodes
 
-    assert tiny_native.TRANSFORMER_FILE in options("UNETLoader", "unet_name")
+    assert TINY_FILE in options("UNETLoader", "unet_name")
     assert tiny_native.VAE_FILE in options("VAELoader", "vae_name")
-    assert tiny_native.LORA_FILE in options("FaithfulFacesNativeWanPatch", "lora")
+    assert modelset.LORA_COMFY_FILE in options("FaithfulFacesNativeWanPatch", "lora")
     assert options("FaithfulFacesNativeWanPatch", "lora")[0] == "none"
     node = object_info["FaithfulFacesNativeWanPatch"]
     assert node["category"] == "FaithfulFaces/native" and node["output"] == ["MODEL"]

@@ -13,7 +13,7 @@ import torch
 
 from faithfulfaces_core import deps
 from faithfulfaces_core.errors import FaithfulFacesError, MissingDependencyError
-from faithfulfaces_core.tiny.wan import build_tiny_pipeline
+from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.training import checkpointing
 from faithfulfaces_core.training.cache import LatentCache
 from faithfulfaces_core.training.encoding import Conditioner, clean_latents, vace_context
@@ -108,7 +108,7 @@ def test_vace_context_equals_the_pipelines_own_call(pipe, conditioner):
 
 def test_prompt_cache_round_trip_is_exact(conditioner, tmp_path):
     embeds = conditioner.prompt_embeds(["a young woman turns her head left", "a man"])
-    assert embeds.shape == (2, 24, 32)
+    assert embeds.shape == (2, 24, TINY_TRANSFORMER_CONFIG["text_dim"])
     cache = LatentCache(tmp_path, "f" * 64, max_sequence_length=24)
     cache.write_prompt("a man", embeds[1])
     assert torch.equal(cache.read_prompt("a man"), embeds[1])
@@ -125,7 +125,6 @@ def _joint(seed: int, checkpointing_on: bool):
     from diffusers import WanVACETransformer3DModel
 
     from faithfulfaces_core.tiny.aligner import build_tiny_aligner
-    from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG
     from faithfulfaces_core.training.config import LoraSection
     from faithfulfaces_core.training.models import prepare_transformer
     from faithfulfaces_core.wan.injection import remove_pose_injection
@@ -138,7 +137,7 @@ def _joint(seed: int, checkpointing_on: bool):
         for name, p in transformer.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)
-    aligner = build_tiny_aligner(seed=seed, token_dim=24).train()
+    aligner = build_tiny_aligner(seed=seed, token_dim=TINY_WIDTH).train()
     model = JointModel(transformer, aligner, ready.injection, infonce_weight=0.0, num_train_timesteps=1000,
                        reference_frame_loss=True)
     return model, lambda: remove_pose_injection(transformer)
@@ -152,7 +151,7 @@ def _batch(seed: int) -> dict:
         "faces_a": torch.rand(3, 3, 32, 32, generator=gen), "faces_b": torch.rand(3, 3, 32, 32, generator=gen),
         "euler_a": torch.randn(3, 3, generator=gen) * 30, "euler_b": torch.randn(3, 3, generator=gen) * 30,
         "x0": torch.randn(2, 16, 3, 4, 4, generator=gen), "noise": noise, "sigmas": sigmas,
-        "prompt_embeds": torch.randn(2, 8, 32, generator=gen), "context": torch.randn(2, 96, 3, 4, 4, generator=gen),
+        "prompt_embeds": torch.randn(2, 8, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen), "context": torch.randn(2, 96, 3, 4, 4, generator=gen),
         "reference_frames": 1,
     }
 

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, build_tiny_pipeline
+from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.training import checkpointing
 from faithfulfaces_core.training.config import load_config
 from faithfulfaces_core.training.export import BASE_MODEL_KEY, STEPS_KEY, TRAINING_CONFIG_KEY
@@ -76,7 +76,7 @@ def test_three_steps_write_outputs_the_nodes_load_and_generate_with(tiny, datase
         assert json.loads(meta[TRAINING_CONFIG_KEY]) == json.loads(saved.to_json())
         base = json.loads(meta[BASE_MODEL_KEY])
         assert base["config_sha256"] == base_hash and base["source"] == tiny.diffusers_dir.name
-        assert base["width"] == 24 and meta[STEPS_KEY] == "3"
+        assert base["width"] == TINY_WIDTH and meta[STEPS_KEY] == "3"
 
     # the files hold the trained weights: equal to the final checkpoint's, and the LoRA is no longer zero
     final = tensors(out / "checkpoints" / "step-00000003" / "model.safetensors")

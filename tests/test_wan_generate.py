@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.tiny.wan import build_tiny_pipeline
+from faithfulfaces_core.tiny.wan import TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
 from faithfulfaces_core.wan.generate import GenerationCancelled, check_video_size, generate
 from faithfulfaces_core.wan.injection import PoseTokenAttnProcessor, get_pose_injection
@@ -181,7 +181,7 @@ def test_batches_and_token_widths_are_rejected(pipe, face, tokens):
         generate(pipe, reference_image=face, pose_tokens=tokens.repeat(2, 1, 1), **KW)
     with pytest.raises(FaithfulFacesError, match=r"The reference image has batch 3, but WanVACEPipeline makes one video"):
         generate(pipe, reference_image=np.stack([face] * 3), **KW)
-    with pytest.raises(FaithfulFacesError, match=r"Pose tokens are 1536 wide but this transformer is 24 wide"):
+    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens are 1536 wide but this transformer is {TINY_WIDTH} wide"):
         generate(pipe, reference_image=face, pose_tokens=torch.zeros(1, 4, 1536), **KW)
     with pytest.raises(FaithfulFacesError, match=r"The reference image must be \[H, W, 3\] RGB; got shape \(40, 28\)"):
         generate(pipe, reference_image=face[..., 0], **KW)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, build_tiny_pipeline
+from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.wan.generate import generate
 from faithfulfaces_core.wan.injection import (
     PoseTokenAttnProcessor,
@@ -19,7 +19,7 @@ from faithfulfaces_core.wan.injection import (
     remove_pose_injection,
 )
 
-WIDTH = TINY_TRANSFORMER_CONFIG["num_attention_heads"] * TINY_TRANSFORMER_CONFIG["attention_head_dim"]
+WIDTH = TINY_WIDTH
 
 
 
@@ -177,12 +177,12 @@ def test_attention_backend_setting_reaches_the_wrapped_processor(model):
 
 def test_token_checks_name_the_fix(model):
     injection = install_pose_injection(model)
-    with pytest.raises(FaithfulFacesError, match=r"Pose tokens are 5120 wide but this transformer is 24 wide"):
+    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens are 5120 wide but this transformer is {WIDTH} wide"):
         injection.set_tokens(torch.zeros(1, 4, 5120))
-    with pytest.raises(FaithfulFacesError, match=r"Pose tokens must be a float tensor \[batch, tokens, width\]; got a \(4, 24\)"):
-        injection.set_tokens(torch.zeros(4, 24))
+    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens must be a float tensor \[batch, tokens, width\]; got a \(4, {WIDTH}\)"):
+        injection.set_tokens(torch.zeros(4, WIDTH))
     with pytest.raises(FaithfulFacesError, match=r"Pose strength nan is not allowed"):
-        injection.set_tokens(torch.zeros(1, 4, 24), strength=float("nan"))
+        injection.set_tokens(torch.zeros(1, 4, WIDTH), strength=float("nan"))
 
 
 def test_pipeline_calls_are_labelled_cond_then_uncond(tmp_path):

@@ -12,7 +12,12 @@ from safetensors.torch import load_file, save_file
 
 from faithfulfaces_core.checkpoints import save_checkpoint
 from faithfulfaces_core.errors import CheckpointError, FaithfulFacesError, MissingModelError
-from faithfulfaces_core.tiny.wan import build_tiny_pipeline, save_original_layout
+from faithfulfaces_core.tiny.wan import (
+    TINY_TRANSFORMER_CONFIG,
+    TINY_WIDTH,
+    build_tiny_pipeline,
+    save_original_layout,
+)
 from faithfulfaces_core.wan.keys import (
     diffusers_to_original_module,
     original_to_diffusers_module,
@@ -70,7 +75,7 @@ def test_single_file_without_metadata_needs_a_matching_config(tiny, folder_trans
     save_file(load_file(str(tiny.transformer_file)), str(bare))
     config = tiny.diffusers_dir / "transformer" / "config.json"
     assert same_weights(load_transformer_file(bare, dtype=torch.float32, config=config), folder_transformer)
-    with pytest.raises(CheckpointError, match=r"a Wan2.1-VACE transformer of an unknown size \(width 24, 4 blocks, 2 VACE blocks\); "
+    with pytest.raises(CheckpointError, match=rf"a Wan2.1-VACE transformer of an unknown size \(width {TINY_WIDTH}, 4 blocks, 2 VACE blocks\); "
                                               r"FaithfulFaces ships configs for Wan2.1-VACE-1.3B: width 1536, 30 blocks, 15 VACE blocks; "
                                               r"Wan2.1-VACE-14B: width 5120, 40 blocks, 8 VACE blocks"):
         load_transformer_file(bare)
@@ -157,7 +162,7 @@ def test_wrong_kinds_of_file_and_folder(tiny, tmp_path):
         load_transformer_file(junk)
     full = load_file(str(tiny.transformer_file))
     cases = {
-        "lora": ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 24)},
+        "lora": ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, TINY_WIDTH)},
                  "is a LoRA, not a transformer: put it in ComfyUI/models/loras/"),
         "t2v": ({k: v for k, v in full.items() if "vace" not in k},
                 "is a Wan2.1 transformer without VACE blocks (text-to-video or image-to-video); FaithfulFaces needs the VACE model"),
@@ -178,9 +183,11 @@ def test_wrong_kinds_of_file_and_folder(tiny, tmp_path):
     with pytest.raises(CheckpointError, match=r"missing.safetensors: Wan2.1-VACE transformer key 'blocks.2.cross_attn.o.bias' is missing"):
         load_transformer_file(tmp_path / "missing.safetensors", config=config)
     wrong = dict(full)
-    wrong["blocks.1.ffn.0.weight"] = torch.zeros(64, 24)
+    ffn = TINY_TRANSFORMER_CONFIG["ffn_dim"]
+    wrong["blocks.1.ffn.0.weight"] = torch.zeros(2 * ffn, TINY_WIDTH)
     save_file(wrong, str(tmp_path / "wrong.safetensors"))
-    with pytest.raises(CheckpointError, match=r"wrong.safetensors: Wan2.1-VACE transformer key 'blocks.1.ffn.0.weight' has shape \(64, 24\), expected \(32, 24\)"):
+    with pytest.raises(CheckpointError, match=rf"wrong.safetensors: Wan2.1-VACE transformer key 'blocks.1.ffn.0.weight' has shape "
+                                              rf"\({2 * ffn}, {TINY_WIDTH}\), expected \({ffn}, {TINY_WIDTH}\)"):
         load_transformer_file(tmp_path / "wrong.safetensors", config=config)
     aligner = save_checkpoint(tmp_path / "aligner.safetensors", {"dictionary": torch.zeros(4, 4)}, kind="aligner", format=1, config={})
     with pytest.raises(CheckpointError, match=r"aligner.safetensors is not a Wan2.1-VACE transformer"):

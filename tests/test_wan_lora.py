@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from faithfulfaces_core.checkpoints import save_checkpoint
 from faithfulfaces_core.errors import CheckpointError, MissingModelError
-from faithfulfaces_core.tiny.wan import build_tiny_pipeline
+from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
 from faithfulfaces_core.wan.loading import load_pipeline
 
@@ -49,7 +49,7 @@ def forward(transformer, seed: int = 0) -> torch.Tensor:
     with torch.no_grad():
         return transformer(
             hidden_states=torch.randn(1, 16, 3, 8, 8, generator=gen), timestep=torch.tensor([400.0]),
-            encoder_hidden_states=torch.randn(1, 6, 32, generator=gen),
+            encoder_hidden_states=torch.randn(1, 6, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen),
             control_hidden_states=torch.randn(1, 96, 3, 8, 8, generator=gen), return_dict=False,
         )[0]
 
@@ -117,8 +117,9 @@ def test_original_layout_keeps_per_module_ranks_and_alphas():
     gen = torch.Generator().manual_seed(0)
     raw = {}
     for module, rank, alpha in (("blocks.0.self_attn.q", 4, 4.0), ("blocks.0.ffn.0", 2, 1.0), ("vace_blocks.0.cross_attn.k", 4, 4.0)):
-        raw[f"diffusion_model.{module}.lora_A.weight"] = torch.randn(rank, 24, generator=gen)
-        raw[f"diffusion_model.{module}.lora_B.weight"] = torch.randn(24 if "ffn" not in module else 32, rank, generator=gen)
+        out = TINY_WIDTH if "ffn" not in module else TINY_TRANSFORMER_CONFIG["ffn_dim"]
+        raw[f"diffusion_model.{module}.lora_A.weight"] = torch.randn(rank, TINY_WIDTH, generator=gen)
+        raw[f"diffusion_model.{module}.lora_B.weight"] = torch.randn(out, rank, generator=gen)
         raw[f"diffusion_model.{module}.alpha"] = torch.tensor(alpha)
     state, config = wan_lora.from_original_layout(raw)
     assert config["rank_pattern"] == {"blocks.0.ffn.net.0.proj": 2} and config["alpha_pattern"] == {"blocks.0.ffn.net.0.proj": 1.0}
@@ -149,7 +150,7 @@ def test_lora_scale_through_attention_kwargs(trained):
             gen = torch.Generator().manual_seed(0)
             return trained.transformer(
                 hidden_states=torch.randn(1, 16, 3, 8, 8, generator=gen), timestep=torch.tensor([400.0]),
-                encoder_hidden_states=torch.randn(1, 6, 32, generator=gen),
+                encoder_hidden_states=torch.randn(1, 6, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen),
                 control_hidden_states=torch.randn(1, 96, 3, 8, 8, generator=gen), return_dict=False,
                 attention_kwargs={"scale": scale},
             )[0]
@@ -191,24 +192,24 @@ def test_wrong_files_name_the_problem(trained, tmp_path):
     with pytest.raises(CheckpointError, match=r"is a FaithfulFaces 'aligner' file, but a 'lora' file was expected here"):
         wan_lora.read_lora(aligner)
     foreign = tmp_path / "foreign.safetensors"
-    save_file({"blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 24)}, str(foreign))
+    save_file({"blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, TINY_WIDTH)}, str(foreign))
     with pytest.raises(CheckpointError, match=r"is a safetensors file but not a FaithfulFaces lora file"):
         wan_lora.read_lora(foreign)
-    half = save_checkpoint(tmp_path / "half.safetensors", {"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 24)},
+    half = save_checkpoint(tmp_path / "half.safetensors", {"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, TINY_WIDTH)},
                            kind="lora", format=1, config={})
     with pytest.raises(CheckpointError, match=r"LoRA module 'diffusion_model.blocks.0.self_attn.q' has no lora_B weight"):
         wan_lora.read_lora(half)
-    diff = save_checkpoint(tmp_path / "diff.safetensors", {"diffusion_model.blocks.0.self_attn.q.diff": torch.zeros(24, 24)},
+    diff = save_checkpoint(tmp_path / "diff.safetensors", {"diffusion_model.blocks.0.self_attn.q.diff": torch.zeros(TINY_WIDTH, TINY_WIDTH)},
                            kind="lora", format=1, config={})
     with pytest.raises(CheckpointError, match=r"'diffusion_model.blocks.0.self_attn.q.diff' is not a lora_A / lora_B / alpha entry"):
         wan_lora.read_lora(diff)
     wide = save_checkpoint(tmp_path / "wide.safetensors", {
         "diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 1536),
         "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(1536, 2)}, kind="lora", format=1, config={})
-    with pytest.raises(CheckpointError, match=r"is for a 1536→1536 layer, but this transformer's is 24→24: the LoRA was trained for another model size"):
+    with pytest.raises(CheckpointError, match=rf"is for a 1536→1536 layer, but this transformer's is {TINY_WIDTH}→{TINY_WIDTH}: the LoRA was trained for another model size"):
         wan_lora.load_lora(trained, wide)
     deep = save_checkpoint(tmp_path / "deep.safetensors", {
-        "diffusion_model.blocks.30.self_attn.q.lora_A.weight": torch.zeros(2, 24),
-        "diffusion_model.blocks.30.self_attn.q.lora_B.weight": torch.zeros(24, 2)}, kind="lora", format=1, config={})
+        "diffusion_model.blocks.30.self_attn.q.lora_A.weight": torch.zeros(2, TINY_WIDTH),
+        "diffusion_model.blocks.30.self_attn.q.lora_B.weight": torch.zeros(TINY_WIDTH, 2)}, kind="lora", format=1, config={})
     with pytest.raises(CheckpointError, match=r"'transformer.blocks.30.attn1.to_q.lora_A.weight' names a module this transformer does not have"):
         wan_lora.load_lora(trained, deep)

@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .native import TinyNativePaths
-
 NOTICE = (
     "These files are TINY, RANDOMLY INITIALISED models written by FaithfulFaces' tiny-model builder\n"
     "(faithfulfaces_core/tiny/modelset.py) for the demo and the tests. They are not real models:\n"
@@ -38,26 +36,26 @@ class TinyModelSet:
     transformer_file: Path
     lora: Path
     lora_comfy: Path
-    native: TinyNativePaths  # the native (UNETLoader / VAELoader) files, see tiny/native.py
+    vae: Path  # for ComfyUI's VAELoader (the native KSampler path), see tiny/native.py
 
 
 def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> TinyModelSet:
     """Write every model the pack's nodes load, tiny and random, under ``models_dir``.
 
-    The aligner's token width equals the tiny transformer's width, and the LoRA is made for
-    that transformer, so the whole workflow runs end to end. Rewrites existing files.
+    One transformer (a diffusers folder and a single file that ComfyUI's ``UNETLoader`` takes
+    too), one aligner whose token width is that transformer's, and one LoRA for it in both
+    layouts, so the diffusers and the native workflows run end to end on the same files.
+    Rewrites existing files.
     """
-    import torch
-
     from ..aligner import save_aligner
     from ..pose.sixdrepnet import save_sixdrepnet
     from ..wan.loading import load_pipeline
-    from ..wan.lora import LoraSpec, add_lora, save_lora
+    from ..wan.lora import save_lora
     from .aligner import build_tiny_aligner
     from .insightface import FakeFace, build_fake_insightface_pack
-    from .native import write_tiny_native_files
+    from .native import add_random_lora, write_tiny_vae
     from .pose import random_sixdrepnet, tiny_sixdrepnet_config
-    from .wan import TINY_TRANSFORMER_CONFIG, build_tiny_pipeline
+    from .wan import TINY_WIDTH, build_tiny_pipeline
 
     models = Path(models_dir)
     wan = build_tiny_pipeline(models, seed=seed)
@@ -67,23 +65,16 @@ def write_tiny_model_set(models_dir: str | os.PathLike, *, seed: int = 0) -> Tin
     ff = models / "faithfulfaces"
     pose = save_sixdrepnet(random_sixdrepnet(seed, config=tiny_sixdrepnet_config()), ff / POSE_FILE,
                            source="tiny random (faithfulfaces_core.tiny)")
-    width = TINY_TRANSFORMER_CONFIG["num_attention_heads"] * TINY_TRANSFORMER_CONFIG["attention_head_dim"]
-    aligner = save_aligner(build_tiny_aligner(seed=seed, token_dim=width), ff / ALIGNER_FILE,
+    aligner = save_aligner(build_tiny_aligner(seed=seed, token_dim=TINY_WIDTH), ff / ALIGNER_FILE,
                            extra_metadata={"faithfulfaces.tiny": "1"})
 
     pipe = load_pipeline(wan.diffusers_dir, dtype="fp32", device="cpu")
-    spec = LoraSpec(rank=4, alpha=4)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
-        add_lora(pipe.transformer, spec)
-        for name, param in pipe.transformer.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(param, std=0.02)
+    add_random_lora(pipe.transformer, seed=seed + 1)
     loras = models / "loras"
     lora = save_lora(loras / LORA_FILE, pipe.transformer, layout="diffusers")
     lora_comfy = save_lora(loras / LORA_COMFY_FILE, pipe.transformer, layout="original_wan")
-    native = write_tiny_native_files(models, seed=seed)
+    vae = write_tiny_vae(models, seed=seed)
 
-    for folder in {wan.diffusers_dir.parent, wan.transformer_file.parent, pack.parent, ff, loras, native.vae.parent}:
+    for folder in {wan.diffusers_dir.parent, wan.transformer_file.parent, pack.parent, ff, loras, vae.parent}:
         (folder / "TINY_RANDOM_MODELS.txt").write_text(NOTICE)
-    return TinyModelSet(models, pack, pose, aligner, wan.diffusers_dir, wan.transformer_file, lora, lora_comfy, native)
+    return TinyModelSet(models, pack, pose, aligner, wan.diffusers_dir, wan.transformer_file, lora, lora_comfy, vae)

@@ -1,14 +1,8 @@
-"""Tiny, randomly initialised files for ComfyUI's own Wan loaders (the native KSampler path).
+"""The tiny Wan2.1 VAE for ComfyUI's own ``VAELoader`` (the native KSampler path), and a random LoRA.
 
-What ComfyUI's loaders need, and what is written under the models folder:
+The transformer, LoRA and aligner are the model set's own (``tiny/wan.py``'s config follows
+ComfyUI's detection rules, so ``UNETLoader`` takes the same single file). What stays native-only:
 
-- **transformer** (``UNETLoader``, ``diffusion_models/``): ComfyUI reads a Wan config from the
-  weights' shapes with two fixed rules, ``num_heads = dim // 128`` and a 4096-wide text input
-  (UMT5-XXL's). The diffusers-path tiny transformer (``tiny/wan.py``: two 12-wide heads, 32-wide
-  text) cannot follow them, so the native one is the same design with one 128-wide head and
-  ``text_dim`` 4096, written in the original key layout;
-- **LoRA** (``loras/``): a random FaithfulFaces LoRA for it, in the original layout (ComfyUI's);
-- **aligner** (``faithfulfaces/``): a tiny aligner whose pose tokens are 128 wide, to match;
 - **VAE** (``VAELoader``): ComfyUI's Wan2.1 VAE has a fixed structure (``dim_mult`` [1, 2, 4, 4],
   2 residual blocks per stage, temporal downsampling [no, yes, yes]) and reads only its base
   width from the file. A diffusers ``AutoencoderKLWan`` of that structure at base width 4 is
@@ -23,17 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-TRANSFORMER_FILE = "wan2.1_vace_tiny_native.safetensors"
-LORA_FILE = "faithfulfaces_lora_tiny_native_comfy.safetensors"
-ALIGNER_FILE = "faithfulfaces_aligner_tiny_native.safetensors"
 VAE_FILE = "wan2.1_vae_tiny.safetensors"
 WAN_VAE_KIND = "wan_vae"
-TEXT_DIM = 4096  # ComfyUI's WanModel default: UMT5-XXL's width, not read from the file
-HEAD_DIM = 128  # ComfyUI's model detection: num_heads = dim // 128
 TINY_NATIVE_VAE_CONFIG: dict = {
     "base_dim": 4,
     "z_dim": 16,
@@ -67,16 +55,6 @@ _FIXED = {
 _DOWN = re.compile(r"^encoder\.down_blocks\.(\d+)\.(.+)$")
 _UP_RESNET = re.compile(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$")
 _UP_SAMPLER = re.compile(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)$")
-
-
-@dataclass(frozen=True)
-class TinyNativePaths:
-    """The native-only files ``write_tiny_native_files`` wrote under the models folder."""
-
-    transformer: Path
-    lora: Path
-    aligner: Path
-    vae: Path
 
 
 def wan_vae_key_to_original(key: str, num_res_blocks: int = 2) -> str:
@@ -113,23 +91,6 @@ def wan_vae_to_original(state_dict: Mapping[str, T], num_res_blocks: int = 2) ->
     return {wan_vae_key_to_original(k, num_res_blocks): v for k, v in state_dict.items()}
 
 
-def tiny_native_transformer_config() -> dict:
-    """The diffusers config of the native tiny transformer: ``tiny/wan.py``'s, one 128-wide head."""
-    from .wan import TINY_TRANSFORMER_CONFIG
-
-    return {**TINY_TRANSFORMER_CONFIG, "num_attention_heads": 1, "attention_head_dim": HEAD_DIM, "text_dim": TEXT_DIM}
-
-
-def build_tiny_native_transformer(seed: int = 0):
-    """``WanVACETransformer3DModel`` with the native tiny config, randomly initialised from ``seed``."""
-    import torch
-    from diffusers import WanVACETransformer3DModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return WanVACETransformer3DModel(**tiny_native_transformer_config()).eval()
-
-
 def build_tiny_native_vae(seed: int = 0):
     """``AutoencoderKLWan`` with the structure ComfyUI's Wan2.1 VAE has, base width 4, random."""
     import torch
@@ -161,25 +122,12 @@ def add_random_lora(transformer, *, seed: int, rank: int = 4, adapter_name: str 
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
 
 
-def write_tiny_native_files(models_dir: str | Path, *, seed: int = 0) -> TinyNativePaths:
-    """Write the native tiny transformer, LoRA, aligner and VAE under ``models_dir`` (rewrites them)."""
-    from ..aligner import save_aligner
+def write_tiny_vae(models_dir: str | Path, *, seed: int = 0) -> Path:
+    """Write the tiny VAE to ``<models_dir>/vae/`` in the original Wan2.1 layout (rewrites it)."""
     from ..checkpoints import save_checkpoint
-    from ..wan.lora import save_lora
-    from .aligner import build_tiny_aligner
-    from .wan import save_original_layout
 
-    models = Path(models_dir)
-    transformer = build_tiny_native_transformer(seed)
-    transformer_path = save_original_layout(transformer, models / "diffusion_models" / TRANSFORMER_FILE)
-    add_random_lora(transformer, seed=seed + 1)
-    lora = save_lora(models / "loras" / LORA_FILE, transformer, layout="original_wan")
-    width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-    aligner = save_aligner(build_tiny_aligner(seed=seed, token_dim=width), models / "faithfulfaces" / ALIGNER_FILE,
-                           extra_metadata={"faithfulfaces.tiny": "1"})
-    vae = save_checkpoint(
-        models / "vae" / VAE_FILE,
+    return save_checkpoint(
+        Path(models_dir) / "vae" / VAE_FILE,
         {k: v.contiguous() for k, v in wan_vae_to_original(build_tiny_native_vae(seed).state_dict()).items()},
         kind=WAN_VAE_KIND, format=1, config=TINY_NATIVE_VAE_CONFIG,
     )
-    return TinyNativePaths(transformer=transformer_path, lora=lora, aligner=aligner, vae=vae)

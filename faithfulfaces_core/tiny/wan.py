@@ -8,10 +8,13 @@ transformers fast tokenizer, ``UniPCMultistepScheduler`` with flow sigmas) and s
 - ``<out_dir>/diffusion_models/<TINY_FILE>``: the transformer alone in the original Wan key layout,
   as ``models/diffusion_models/`` holds the official / ComfyUI files,
 
-so tests and the demo run the same loading code as the real weights. 4 blocks with VACE layers
-[0, 2]: evenly spaced, as ComfyUI's native VACE model places them (1.3B: every 2nd of 30), so
-ComfyUI's own loader takes the single file too. A 2-step call at 32×32, 5 frames runs in well
-under a second on a CPU.
+so tests and the demo run the same loading code as the real weights. The one tiny config serves
+both the diffusers path and ComfyUI's ``UNETLoader``, which reads a Wan config from the weights'
+shapes with two fixed rules: ``num_heads = dim // 128`` and a 4096-wide text input (UMT5-XXL's,
+never read from the file). So the transformer has one 128-wide head and ``text_dim`` 4096, and
+the tiny UMT5 encoder is 4096 wide with a 32-wide attention / feed-forward inside. 4 blocks with
+VACE layers [0, 2]: evenly spaced, as ComfyUI's native VACE model places them (1.3B: every 2nd
+of 30). A 2-step call at 32×32, 5 frames runs in well under a second on a CPU.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ WAN_TRANSFORMER_KIND = "wan_transformer"
 
 TINY_TRANSFORMER_CONFIG: dict = {
     "patch_size": [1, 2, 2],
-    "num_attention_heads": 2,
-    "attention_head_dim": 12,
+    "num_attention_heads": 1,
+    "attention_head_dim": 128,  # ComfyUI's model detection: num_heads = dim // 128
     "in_channels": 16,
     "out_channels": 16,
-    "text_dim": 32,
+    "text_dim": 4096,  # ComfyUI's WanModel default (UMT5-XXL's width), not read from the file
     "freq_dim": 256,
     "ffn_dim": 32,
     "num_layers": 4,
@@ -46,6 +49,8 @@ TINY_TRANSFORMER_CONFIG: dict = {
     "vace_layers": [0, 2],
     "vace_in_channels": 96,
 }
+TINY_WIDTH: int = TINY_TRANSFORMER_CONFIG["num_attention_heads"] * TINY_TRANSFORMER_CONFIG["attention_head_dim"]
+"""The transformer's hidden width: the pose tokens' (aligner ``token_dim``) and the LoRA's."""
 
 TINY_VAE_CONFIG: dict = {
     "base_dim": 3,
@@ -56,7 +61,7 @@ TINY_VAE_CONFIG: dict = {
 }
 
 TINY_TEXT_ENCODER_CONFIG: dict = {
-    "d_model": 32,
+    "d_model": TINY_TRANSFORMER_CONFIG["text_dim"],
     "d_kv": 8,
     "d_ff": 32,
     "num_layers": 2,
@@ -126,6 +131,15 @@ def build_tiny_components(seed: int) -> dict:
         "scheduler": scheduler,
         "transformer": transformer,
     }
+
+
+def build_tiny_transformer(seed: int = 0):
+    """The tiny ``WanVACETransformer3DModel`` alone, randomly initialised from ``seed`` (global RNG untouched)."""
+    from diffusers import WanVACETransformer3DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return WanVACETransformer3DModel(**TINY_TRANSFORMER_CONFIG).eval()
 
 
 def transformer_config_dict(transformer) -> dict:
