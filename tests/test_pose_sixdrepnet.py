@@ -69,7 +69,7 @@ def weights(tmp_path_factory, train_model):
 @pytest.fixture
 def inputs():
     """``[3, 3, 64, 64]`` normalised model inputs: the network is fully convolutional."""
-    return torch.randn(3, 3, 64, 64)
+    return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(SEED))
 
 
 @pytest.fixture(scope="module")
