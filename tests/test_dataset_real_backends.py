@@ -14,6 +14,7 @@ from faithfulfaces_core.dataset.build import build_dataset
 from faithfulfaces_core.dataset.captions import SidecarCaptioner
 from faithfulfaces_core.dataset.curate import CurationSettings
 from faithfulfaces_core.dataset.decode import FrameSampling, read_frames
+from faithfulfaces_core.dataset.encode import write_video as encode_video
 from faithfulfaces_core.dataset.manifest import load_manifest
 from faithfulfaces_core.dataset.variation import pose_variation
 
@@ -38,15 +39,7 @@ def frame(seed: int, faces: list[tuple[float, float, float, float]]) -> np.ndarr
 
 
 def write_video(path, frames) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width = stream.height = SIDE
-        stream.pix_fmt, stream.options = "yuv420p", {"crf": "0", "preset": "ultrafast"}
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(path, frames, fps=10)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faithfulfaces_core.dataset.encode import write_video
 from faithfulfaces_core.eval.cli import main
 from faithfulfaces_core.eval.plot import PLOT_HEIGHT, PLOT_WIDTH
 from faithfulfaces_core.eval.video import count_frames, read_sampled_frames
@@ -30,19 +31,7 @@ def _photo(relative: str) -> np.ndarray:
 
 
 def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=8)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "ultrafast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(path, frames, fps=8, crf=12)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faithfulfaces_core.dataset.encode import write_video
 from faithfulfaces_core.errors import FaithfulFacesError
 from faithfulfaces_core.eval.facesim import FaceSimEvaluator
 from faithfulfaces_core.eval.plot import PLOT_HEIGHT, PLOT_WIDTH, plot_comparison, plot_video, save_png
@@ -87,18 +88,7 @@ def test_pack_without_recognition_names_the_fix(tmp_path, estimator):
 
 
 def _write_video(path, frames):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=8)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt, stream.options = "yuv420p", {"crf": "0", "preset": "ultrafast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(path, frames, fps=8)
 
 
 def test_cli_insightface_backend_with_placed_files(pack, tmp_path, capsys):

@@ -132,24 +132,17 @@ def write_gray_video(
 
     ``size`` is the side (or ``(width, height)``); H.264 at CRF 0 keeps levels within ±1.
     """
-    import av
+    from ..dataset.encode import write_video
 
     width, height = (size, size) if isinstance(size, int) else size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "0", "preset": "ultrafast"}
+
+    def frames():
         for level in levels:
             if not 0 <= int(level) <= 255:
                 raise ValueError(f"gray level {level} is outside 0..255")
-            frame = av.VideoFrame.from_ndarray(
-                np.full((height, width, 3), int(level), np.uint8), format="rgb24"
-            )
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield np.full((height, width, 3), int(level), np.uint8)
+
+    write_video(path, frames(), fps=fps, codec=codec)
 
 
 class ScriptedEmbedder:

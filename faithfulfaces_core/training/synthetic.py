@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dataset.encode import write_video
+
 PROMPTS = (
     "a young woman turns her head left", "an old man looks up slowly", "a child smiles at the camera",
     "a woman with red hair turns right", "a man in a dark room looks down", "a person walks in the street",
@@ -38,22 +40,6 @@ def _crop_image(texture: np.ndarray, angles: np.ndarray, rng: np.random.Generato
     image = np.rot90(image, k=int(round(roll / 90.0)) % 4)
     image = image + rng.normal(0.0, 0.03, image.shape)
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-
-def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> None:
-    """``[T, H, W, 3]`` uint8 → an H.264 file (CRF 0) with PyAV."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def write_synthetic_dataset(
