@@ -19,13 +19,14 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .errors import CheckpointError, MissingModelError
+
+if TYPE_CHECKING:  # torch is imported where tensors are written, not to write a JSON file atomically
+    import torch
 
 KIND_KEY = "faithfulfaces.kind"
 FORMAT_KEY = "faithfulfaces.format"
@@ -77,6 +78,8 @@ def save_checkpoint(
         if not isinstance(value, str):
             raise TypeError(f"metadata value for {key!r} must be a string, got {type(value).__name__}")
         metadata[key] = value
+    from safetensors.torch import save_file
+
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=metadata))
 
