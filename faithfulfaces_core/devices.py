@@ -7,13 +7,21 @@ import torch
 from .errors import FaithfulFacesError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; an unavailable CUDA is an error, not a fallback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICES:
+        raise FaithfulFacesError(
+            f"Unknown device '{name}': use one of {', '.join(DEVICES)} (or cuda:N for one GPU of several)."
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FaithfulFacesError(
             f"Device '{name}' was asked for, but torch sees no CUDA GPU (torch {torch.__version__}). "

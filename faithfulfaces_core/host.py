@@ -87,11 +87,22 @@ class ComfyServer:
         response = requests.post(self.url + path, json=payload, timeout=60)
         return response
 
-    def queue(self, prompt: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST /prompt``; returns the JSON answer (``prompt_id`` or ``error``/``node_errors``)."""
+    def queue(self, prompt: Mapping[str, Any], *, strict_combos: bool = True) -> dict[str, Any]:
+        """``POST /prompt``; returns the JSON answer (``prompt_id`` and/or ``error``/``node_errors``).
+
+        With ``strict_combos`` the prompt is first held to the rule of 2026 ComfyUI releases
+        (every dropdown value in its list unless the node validates that input itself), so a
+        prompt that only an older server would take fails here, whichever server runs.
+        """
+        if strict_combos:
+            schemas = {c: self.get(f"/object_info/{c}").get(c, {}) for c in _class_types(prompt)}
+            problems = combo_violations(prompt, schemas, self_validated_inputs())
+            if problems:
+                raise FaithfulFacesError("ComfyUI 2026 releases would refuse this prompt: " + "; ".join(problems))
         response = self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})
         body = response.json()
         body["status_code"] = response.status_code
+        body.setdefault("node_errors", {})
         return body
 
     def wait(self, prompt_id: str, timeout: float = 600.0) -> dict[str, Any]:
@@ -111,8 +122,8 @@ class ComfyServer:
     def run(self, prompt: Mapping[str, Any], timeout: float = 600.0) -> dict[str, Any]:
         """Queue ``prompt`` and wait for it; raises with the server's message if it was refused."""
         answer = self.queue(prompt)
-        if "prompt_id" not in answer:
-            raise RuntimeError(f"ComfyUI refused the prompt: {json.dumps(answer, indent=1)}")
+        if "prompt_id" not in answer or answer["node_errors"]:
+            raise RuntimeError(f"ComfyUI refused (part of) the prompt: {json.dumps(answer, indent=1)}")
         return self.wait(answer["prompt_id"], timeout=timeout)
 
     def output_files(self, entry: Mapping[str, Any]) -> Iterator[Path]:
@@ -137,6 +148,72 @@ class ComfyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# Core inputs whose nodes check the value themselves (ComfyUI's LoadImage validates its file).
+CORE_SELF_VALIDATED = {"LoadImage": {"image"}, "LoadImageMask": {"image"}}
+
+
+def self_validated_inputs(nodes_dir: Path = PACK_ROOT / "nodes") -> dict[str, set[str]]:
+    """node_id → the inputs its ``validate_inputs`` names, read from the pack's source with ``ast``.
+
+    ComfyUI skips its own list check for exactly those inputs; reading them from the source
+    keeps this table from drifting from the nodes.
+    """
+    import ast
+
+    found = {k: set(v) for k, v in CORE_SELF_VALIDATED.items()}
+    for file in sorted(nodes_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ClassDef):
+                node_id = _schema_node_id(node)
+                names = [a.arg for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "validate_inputs"
+                         for a in f.args.args[1:]]
+                if node_id and names:
+                    found[node_id] = set(names)
+    return found
+
+
+def _schema_node_id(cls: Any) -> str | None:
+    import ast
+
+    for call in ast.walk(cls):
+        if isinstance(call, ast.Call):
+            for kw in call.keywords:
+                if kw.arg == "node_id" and isinstance(kw.value, ast.Constant):
+                    return kw.value.value
+    return None
+
+
+def _class_types(prompt: Mapping[str, Any]) -> set[str]:
+    return {n["class_type"] for n in prompt.values() if isinstance(n, Mapping) and "class_type" in n}
+
+
+def _combo_options(spec: Any) -> list | None:
+    """The option list of an /object_info input spec, or None when the input is not a dropdown."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], Mapping):
+        return spec[1].get("options")
+    return None
+
+
+def combo_violations(prompt: Mapping[str, Any], schemas: Mapping[str, Any],
+                     self_validated: Mapping[str, set[str]]) -> list[str]:
+    """Dropdown values a 2026 ComfyUI would refuse: not in their option list, and not checked by the node."""
+    problems = []
+    for node_id, node in prompt.items():
+        schema, own = schemas.get(node["class_type"], {}), self_validated.get(node["class_type"], set())
+        specs = {**schema.get("input", {}).get("required", {}), **schema.get("input", {}).get("optional", {})}
+        for name, value in node.get("inputs", {}).items():
+            options = _combo_options(specs.get(name))
+            if options is None or name in own or isinstance(value, list):
+                continue
+            if value not in options:
+                problems.append(f"node {node_id} ({node['class_type']}): {name} '{value}' is not in {options[:8]}")
+    return problems
 
 
 class WebsocketLog:

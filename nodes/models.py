@@ -19,6 +19,8 @@ from pathlib import Path
 
 import folder_paths
 
+from faithfulfaces_core.model_paths import inside, not_listed_message, safetensors_kind
+
 POSE_WEIGHT_SUFFIXES = (".pth", ".safetensors", ".onnx")
 MISSING_PREFIX = "(none found) "
 
@@ -42,9 +44,14 @@ def folders(name: str) -> list[Path]:
 
 
 def _files(name: str, suffixes: tuple[str, ...]) -> list[str]:
-    """Files of model folder ``name`` with one of ``suffixes`` (ComfyUI's cached listing)."""
+    """Files of model folder ``name`` with one of ``suffixes`` (ComfyUI's cached listing).
+
+    Dangling symbolic links are left out: listing them would only lead to "not found".
+    """
     register_model_folders()
-    return [f for f in folder_paths.get_filename_list(name) if f.lower().endswith(suffixes)]
+    roots = folders(name)
+    return [f for f in folder_paths.get_filename_list(name)
+            if f.lower().endswith(suffixes) and inside(roots, f) is not None]
 
 
 def _subfolders(name: str, marker: str, below: str = "") -> list[str]:
@@ -94,22 +101,69 @@ def lora_files() -> list[str]:
     return _or_missing(_files("loras", (".safetensors",)), "place a FaithfulFaces LoRA in models/loras/")
 
 
+# What each model folder may name, and how a user is told where to place it.
+_LISTINGS = {
+    "faithfulfaces": ("model files", "models/faithfulfaces/", lambda: _files("faithfulfaces", POSE_WEIGHT_SUFFIXES)),
+    "loras": ("LoRA files", "models/loras/", lambda: _files("loras", (".safetensors",))),
+    "diffusion_models": ("VACE transformer files", "models/diffusion_models/",
+                         lambda: _files("diffusion_models", (".safetensors",))),
+    "diffusers": ("diffusers folders", "models/diffusers/", lambda: _subfolders("diffusers", "model_index.json")),
+    "insightface": ("InsightFace packs", "models/insightface/models/",
+                    lambda: [f"models/{p}" for p in _subfolders("insightface", "*.onnx", below="models")]),
+}
+
+
+def faithfulfaces_loras_first() -> list[str]:
+    """The LoRA files, FaithfulFaces ones (``faithfulfaces.kind = lora`` in their header) first."""
+    files = _files("loras", (".safetensors",))
+    roots = folders("loras")
+    ours = [f for f in files if safetensors_kind(inside(roots, f)) == "lora"]
+    return ours + [f for f in files if f not in ours]
+
+
 def resolve_insightface_pack(pack: str) -> Path:
     """The folder of InsightFace pack ``pack`` (``models/insightface/models/<pack>``)."""
+    pack = str(pack)
     return resolve("insightface", pack if pack.startswith(MISSING_PREFIX) else f"models/{pack}")
 
 
 def resolve(name: str, relative: str) -> Path:
-    """The full path of ``relative`` in model folder ``name``; a clear error when it is absent."""
+    """The full path of ``relative``, a name the ``name`` folder's listing holds; else a clear error.
+
+    Absolute paths, ``..`` and anything else the listing does not hold get one message that does
+    not say whether such a path exists.
+    """
     from faithfulfaces_core.errors import MissingModelError
 
-    if relative.startswith(MISSING_PREFIX):
+    if isinstance(relative, str) and relative.startswith(MISSING_PREFIX):
         raise MissingModelError(
             f"No model file is selected: {relative[len(MISSING_PREFIX):]}, then refresh ComfyUI (press R)."
         )
-    for root in folders(name):
-        candidate = root / relative
-        if candidate.exists():
-            return candidate
-    searched = ", ".join(str(r) for r in folders(name))
-    raise MissingModelError(f"'{relative}' was not found in the '{name}' model folder(s): {searched}.")
+    what, where, listing = _LISTINGS[name]
+    path = inside(folders(name), relative) if relative in listing() else None
+    if path is None:
+        shown = relative.removeprefix("models/") if name == "insightface" and isinstance(relative, str) else relative
+        raise MissingModelError(not_listed_message(str(shown), what, where))
+    return path
+
+
+def check_model(name: str, value: str) -> bool | str:
+    """A ``validate_inputs`` answer for one file dropdown of folder ``name``: True, or the pack's message.
+
+    Nodes whose dropdowns matter only for some backends check them with this instead of leaving
+    it to ComfyUI's list check, which (in 2026 releases) also refuses an unused, stale value.
+    """
+    from faithfulfaces_core.errors import MissingModelError
+
+    try:
+        resolve_insightface_pack(value) if name == "insightface" else resolve(name, value)
+    except MissingModelError as error:
+        return str(error)
+    return True
+
+
+def check_option(value: str, options: list[str], name: str) -> bool | str:
+    """A ``validate_inputs`` answer for a fixed choice the node checks itself (e.g. ``backend``)."""
+    if value not in options:
+        return f"{name} must be one of {', '.join(options)} (got '{value}')."
+    return True

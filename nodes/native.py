@@ -11,7 +11,8 @@ NO_LORA = "none"
 
 
 def _lora_options() -> list[str]:
-    return [NO_LORA] + [f for f in models.lora_files() if not f.startswith(models.MISSING_PREFIX)]
+    """"none" first (the default), then FaithfulFaces LoRAs (by their metadata), then the other LoRAs."""
+    return [NO_LORA] + models.faithfulfaces_loras_first()
 
 
 class NativeWanPatch(io.ComfyNode):
@@ -28,7 +29,7 @@ class NativeWanPatch(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model"),
-                io.Combo.Input("lora", options=options, default=options[1] if len(options) > 1 else NO_LORA,
+                io.Combo.Input("lora", options=options, default=NO_LORA,
                                tooltip="A FaithfulFaces LoRA from models/loras/ (either layout); none: pose tokens only."),
                 io.Float.Input("lora_strength", default=1.0, min=-100.0, max=100.0, step=0.01,
                                tooltip="As for any LoRA in ComfyUI (0 = off)."),
@@ -37,6 +38,10 @@ class NativeWanPatch(io.ComfyNode):
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, lora):
+        return True if lora == NO_LORA else models.check_model("loras", lora)
 
     @classmethod
     def execute(cls, model, lora, lora_strength, pose_strength, pose_start, pose_end, pose_on_negative,

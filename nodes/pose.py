@@ -8,6 +8,8 @@ from . import models, types
 from .images import from_uint8, to_uint8_list
 
 CATEGORY = "FaithfulFaces/pose"
+DETECTOR_BACKENDS = ["insightface", "dlib-hog", "dlib-cnn"]
+POSE_BACKENDS = ["6drepnet", "dlib-landmarks"]
 
 
 class LoadFaceDetector(io.ComfyNode):
@@ -22,7 +24,7 @@ class LoadFaceDetector(io.ComfyNode):
                 "or the explicit no-download dlib backend (pip install -r requirements-offline.txt)."
             ),
             inputs=[
-                io.Combo.Input("backend", options=["insightface", "dlib-hog", "dlib-cnn"], default="insightface"),
+                io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="insightface"),
                 io.Combo.Input("insightface_pack", options=models.insightface_packs(),
                                tooltip="Folder in models/insightface/models/ (used by the insightface backend)."),
                 io.Combo.Input("provider", options=["auto", "CPU", "CUDA"], default="auto",
@@ -32,6 +34,13 @@ class LoadFaceDetector(io.ComfyNode):
             ],
             outputs=[types.FaceDetector.Output(display_name="face_detector")],
         )
+
+    @classmethod
+    def validate_inputs(cls, backend, insightface_pack):
+        """The pack dropdown matters only for the insightface backend, so the node checks both itself."""
+        if backend not in DETECTOR_BACKENDS:
+            return models.check_option(backend, DETECTOR_BACKENDS, "backend")
+        return models.check_model("insightface", insightface_pack) if backend == "insightface" else True
 
     @classmethod
     def execute(cls, backend, insightface_pack, provider, det_size) -> io.NodeOutput:
@@ -57,7 +66,7 @@ class LoadPoseEstimator(io.ComfyNode):
                 "or its .safetensors / .onnx conversion), or dlib's 68 landmarks + PnP (no download)."
             ),
             inputs=[
-                io.Combo.Input("backend", options=["6drepnet", "dlib-landmarks"], default="6drepnet",
+                io.Combo.Input("backend", options=POSE_BACKENDS, default="6drepnet",
                                tooltip="dlib-landmarks needs the dlib face detector (68 landmarks)."),
                 io.Combo.Input("weights", options=models.pose_weights(),
                                tooltip=".pth / .safetensors run on torch, .onnx on ONNX Runtime."),
@@ -65,6 +74,13 @@ class LoadPoseEstimator(io.ComfyNode):
             ],
             outputs=[types.PoseEstimator.Output(display_name="pose_estimator")],
         )
+
+    @classmethod
+    def validate_inputs(cls, backend, weights):
+        """The weights dropdown matters only for 6DRepNet, so the node checks both itself."""
+        if backend not in POSE_BACKENDS:
+            return models.check_option(backend, POSE_BACKENDS, "backend")
+        return models.check_model("faithfulfaces", weights) if backend == "6drepnet" else True
 
     @classmethod
     def execute(cls, backend, weights, device) -> io.NodeOutput:

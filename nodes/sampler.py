@@ -7,6 +7,8 @@ from fractions import Fraction
 
 from comfy_api.latest import InputImpl, Types, io
 
+from faithfulfaces_core.errors import FaithfulFacesError
+
 from . import models, types
 
 CATEGORY = "FaithfulFaces/generation"
@@ -58,6 +60,15 @@ class LoadVACEPipeline(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model, components_from):
+        """components_from matters only for a single-file transformer, so the node checks both itself."""
+        try:
+            _model_paths(model, components_from)
+        except FaithfulFacesError as error:
+            return str(error)
+        return True
+
+    @classmethod
     def execute(cls, model, components_from, dtype, device, offload, vae_tiling, attention) -> io.NodeOutput:
         from faithfulfaces_core.wan.loading import load_pipeline
 
@@ -69,14 +80,21 @@ class LoadVACEPipeline(io.ComfyNode):
         return io.NodeOutput(VacePipeline(pipe=pipe, name=model))
 
 
-def _model_paths(model: str, components_from: str):
+def _model_paths(model: str, components_from: str) -> tuple:
+    """(diffusers folder, single-file transformer or None) for the loader's two dropdowns.
+
+    A value is ``diffusers/<folder>`` or ``diffusion_models/<file>``, as ``models.vace_models``
+    lists them; the "(none found)" entry gets the missing-model message.
+    """
+    if model.startswith(models.MISSING_PREFIX):
+        models.resolve("diffusers", model)
     kind, _, name = model.partition("/")
     if kind == "diffusers":
         return models.resolve("diffusers", name), None
+    if kind != "diffusion_models":
+        models.resolve("diffusion_models", model)
     base_kind, _, base = components_from.partition("/")
     if base_kind != "diffusers":
-        from faithfulfaces_core.errors import FaithfulFacesError
-
         raise FaithfulFacesError(
             f"'{model}' is a single-file transformer: set components_from to a diffusers Wan2.1-VACE folder "
             f"(models/diffusers/) for its VAE, text encoder and tokenizer (got '{components_from}')."
@@ -99,6 +117,10 @@ class ApplyLoRA(io.ComfyNode):
             ],
             outputs=[types.VacePipeline.Output(display_name="vace_pipeline")],
         )
+
+    @classmethod
+    def validate_inputs(cls, lora):
+        return models.check_model("loras", lora)
 
     @classmethod
     def execute(cls, vace_pipeline, lora, strength) -> io.NodeOutput:
