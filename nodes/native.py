@@ -46,6 +46,6 @@ class NativeWanPatch(io.ComfyNode):
         patched = patch_native_model(
             model, None if pose_token is None else pose_token.tokens,
             lora_path=None if lora == NO_LORA else models.resolve("loras", lora), lora_strength=lora_strength,
-            strength=pose_strength, start=pose_start, end=pose_end, uncond=pose_on_negative,
+            strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative,
         )
         return io.NodeOutput(patched)

@@ -161,7 +161,7 @@ class VACESampler(io.ComfyNode):
             pose_tokens=None if pose_token is None else pose_token.tokens[:1],
             width=width, height=height, num_frames=length, steps=steps, guidance_scale=cfg,
             conditioning_scale=reference_strength, lora_scale=vace_pipeline.lora_scale, seed=seed,
-            pose_strength=pose_strength, pose_start=pose_start, pose_end=pose_end, uncond_pose=pose_on_negative,
+            pose_strength=pose_strength, pose_start=pose_start, pose_end=pose_end, pose_on_negative=pose_on_negative,
             progress=lambda step, total: bar.update_absolute(step, total), cancel=cancel,
         )
         frames = torch.from_numpy(video.frames)

@@ -136,7 +136,7 @@ def generate(
     pose_strength: float = 1.0,
     pose_start: float = 0.0,
     pose_end: float = 1.0,
-    uncond_pose: bool = False,
+    pose_on_negative: bool = False,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> GeneratedVideo:
@@ -144,7 +144,7 @@ def generate(
 
     ``pose_tokens`` ``[1, M, C]`` or None (no injection). ``pose_strength`` ≥ 0 (0 = off),
     ``pose_start``/``pose_end`` the fraction window of the steps that see the tokens,
-    ``uncond_pose`` whether the negative pass sees them too. ``lora_scale`` multiplies an
+    ``pose_on_negative`` whether the negative pass sees them too. ``lora_scale`` multiplies an
     unfused LoRA (0 = off). ``seed`` seeds a CPU generator, so results do not depend on the device.
     """
     from .lora import has_lora, lora_is_fused
@@ -180,7 +180,7 @@ def generate(
             stack.callback(injection.remove)
         if injection is not None:
             stack.enter_context(injection.use(
-                pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, uncond=uncond_pose
+                pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative
             ))
             stack.enter_context(injection.sampling(steps, cfg=guidance_scale > 1.0))
 
