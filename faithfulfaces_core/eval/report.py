@@ -5,7 +5,9 @@ Keys (``docs/evaluation.md`` documents each): ``format``, ``backend``, ``detecto
 ``protocol`` {``frames``, ``sampling``, ``clip_min``, ``face``, ``pad_factor``, ``pad_mode``,
 ``enlarge``, ``yaw_bins``}, ``reference`` {``name``, ``faces``, ``padded``, ``box``,
 ``image_size``, ``pitch``, ``yaw``, ``roll``}, ``videos`` [{``name``, ``path``, ``frames_total``,
-``summary``, ``frames``, ``plot``}]. Missing values are ``null``, never NaN.
+``summary``, ``frames``, ``plot``, ``segments`` {``length``, ``overlap``, ``drift``, ``segments``
+[{``start``, ``end``, ``frames_sampled``, ``face_frames``, ``mean``, ``min``}]} (null for a video
+of one segment), ``segments_plot``}]. Missing values are ``null``, never NaN.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def protocol_dict(evaluator: FaceSimEvaluator, frames: int | None) -> dict:
     }
 
 
-def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None = None) -> dict:
+def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None = None,
+               segments: dict | None = None, segments_plot: str | None = None) -> dict:
     return {
         "name": score.name,
         "path": path,
@@ -80,6 +83,8 @@ def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None =
         "summary": score.summary.as_dict(),
         "frames": [f.as_dict() for f in score.frames],
         "plot": plot,
+        "segments": segments,
+        "segments_plot": segments_plot,
     }
 
 
