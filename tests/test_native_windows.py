@@ -71,6 +71,7 @@ COMFY_SCRIPT = textwrap.dedent(
             options = args[5] if len(args) > 5 else kwargs["transformer_options"]
             window = options.get("context_window")
             calls.append({"x": args[0], "t": args[1], "context": args[2], "vace": kwargs["vace_context"], "out": out,
+                          "sigma": float(options["sigmas"].max()),
                           "rows": list(options.get("cond_or_uncond") or [0]),
                           "window": None if window is None else list(window.index_list),
                           "pose": pose_calls[before:]})
@@ -90,7 +91,7 @@ COMFY_SCRIPT = textwrap.dedent(
         cw.create_prepare_sampling_wrapper(model)
         return model
 
-    def run(name, model):
+    def run(name, model, sampler=None, sigmas=None):
         calls = []
         model = model.clone()
         model.add_wrapper_with_key("diffusion_model", "test_recorder", recorder(calls))
@@ -98,8 +99,8 @@ COMFY_SCRIPT = textwrap.dedent(
         guider.set_conds(positive, negative)
         guider.set_cfg(spec["guidance"])
         try:
-            latent = guider.sample(data["noise"], data["latent"], comfy.samplers.KSAMPLER(one_call),
-                                   torch.tensor([spec["sigma"], 0.0]), seed=0)
+            latent = guider.sample(data["noise"], data["latent"], comfy.samplers.KSAMPLER(sampler or one_call),
+                                   torch.tensor(sigmas or [spec["sigma"], 0.0]), seed=0)
         except Exception as exc:
             results[f"{name}.error"] = f"{type(exc).__name__}: {exc}"
             results[f"{name}.frames"] = [c["x"].shape[2] for c in calls]
@@ -108,7 +109,8 @@ COMFY_SCRIPT = textwrap.dedent(
         for i, call in enumerate(calls):
             for key in ("x", "t", "context", "vace", "out"):
                 tensors[f"{name}.{i}.{key}"] = call[key].contiguous()
-        results[name] = [{"rows": c["rows"], "window": c["window"], "pose": c["pose"]} for c in calls]
+        results[name] = [{"rows": c["rows"], "window": c["window"], "pose": c["pose"], "sigma": c["sigma"]}
+                         for c in calls]
 
     tokens, tokens2 = data["tokens"], data["tokens2"]
     run("plain", windowed(base))
@@ -122,6 +124,10 @@ COMFY_SCRIPT = textwrap.dedent(
     run("no_reference", windowed(patch_native_model(base, tokens, reference_frames=0)))
     run("wrong_reference", windowed(patch_native_model(base, tokens, reference_frames=2)))
     run("one_window", windowed(patch_native_model(base, tokens), length=VIDEO_FRAMES))
+    from comfy.k_diffusion.sampling import sample_euler
+    run("steps", windowed(patch_native_model(base, tokens, start=0.0, end=0.5)), sampler=sample_euler,
+        sigmas=[0.95, 0.6, 0.3, 0.0])
+    results["half_sigma"] = float(base.get_model_object("model_sampling").percent_to_sigma(0.5))
     save_file(tensors, str(work / "out.safetensors"))
     print("RESULT " + json.dumps(results))
     """
@@ -191,6 +197,14 @@ def test_tokens_act_in_every_window_and_the_negative_rule_holds(native):
             expected = [kind == 0 or negative_sees for kind in call["rows"]]
             assert call["pose"] == [expected] * blocks, case  # one pose attention per block, right rows
     assert all(call["pose"] == [] for call in results["outside"])  # outside [start, end): no pose attention
+    # three Euler steps × three windows, tokens in [0, 0.5) of the schedule: every window of the early steps
+    calls = results["steps"]
+    assert [c["window"] for c in calls] == WINDOWS * 3
+    assert [round(c["sigma"], 4) for c in calls] == [0.95] * 3 + [0.6] * 3 + [0.3] * 3
+    for call in calls:
+        sees = call["sigma"] > results["half_sigma"]
+        assert call["pose"] == ([[kind == 0 for kind in call["rows"]]] * blocks if sees else []), call["sigma"]
+    assert any(c["pose"] for c in calls) and not all(c["pose"] for c in calls)
 
 
 def diffusers_window(transformer, t, case: str, i: int, row: int, tokens):

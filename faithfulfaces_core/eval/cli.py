@@ -113,12 +113,12 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 def segment_entry(score, length: int, overlap: int, png: Path) -> dict:
     """``segments`` (and their plot, written to ``png``) for a video longer than one segment, else nothing."""
     from .plot import save_png
-    from .segments import plot_segments, segments, segments_dict
+    from .segments import plot_segments, segment_report
 
-    parts = segments(score, length, overlap)
-    if len(parts) < 2:
+    entry, parts = segment_report(score, length, overlap)
+    if entry is None:
         return {}
-    return {"segments": segments_dict(parts, length, overlap), "segments_plot": save_png(plot_segments(score, parts), png).name}
+    return {"segments": entry, "segments_plot": save_png(plot_segments(score, parts), png).name}
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -63,6 +63,20 @@ def segments_dict(parts: list[Segment], length: int, overlap: int) -> dict:
     return {"length": length, "overlap": overlap, "drift": drift(parts), "segments": [asdict(p) for p in parts]}
 
 
+def segment_report(score: VideoScore, length: int = DEFAULT_SEGMENT, overlap: int = 16) -> tuple[dict | None, list[Segment]]:
+    """(the report's ``segments`` entry, the segments) — the entry is None for a video of one segment."""
+    parts = segments(score, length, overlap)
+    return (segments_dict(parts, length, overlap) if len(parts) > 1 else None), parts
+
+
+def segments_text(entry: dict) -> str:
+    """One line for people: each segment's mean and the drift."""
+    means = ", ".join(f"{p['start']}–{p['end']}: " + ("–" if p["mean"] is None else f"{p['mean']:.4f}")
+                      for p in entry["segments"])
+    drift_value = "–" if entry["drift"] is None else f"{entry['drift']:+.4f}"
+    return f"segments of {entry['length']} frames (overlap {entry['overlap']}): {means}; drift {drift_value}"
+
+
 def plot_segments(score: VideoScore, parts: list[Segment], *, title: str | None = None) -> np.ndarray:
     """Per-frame similarity and each segment's mean over its frames → ``[H, W, 3]`` uint8."""
     from .plot import _figure, _fmt, _render

@@ -89,6 +89,8 @@ class ReferenceFrameHandler:
         self.reference_frames = reference_frames
 
     def __getattr__(self, name: str):
+        if name == "inner":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def _video(self, x_in: torch.Tensor) -> torch.Tensor:
