@@ -105,7 +105,7 @@ COMFY_SCRIPT = textwrap.dedent(
             results[f"{name}.error"] = f"{type(exc).__name__}: {exc}"
             results[f"{name}.frames"] = [c["x"].shape[2] for c in calls]
             return
-        tensors[f"{name}.latent"] = denoised[-1].contiguous()
+        tensors[f"{name}.latent"] = (latent if sampler else denoised[-1]).clone()
         for i, call in enumerate(calls):
             for key in ("x", "t", "context", "vace", "out"):
                 tensors[f"{name}.{i}.{key}"] = call[key].contiguous()
