@@ -41,7 +41,7 @@ CONDITIONS = {
 }
 COMPARISONS = [("plain", "installed"), ("plain", "tokens"), ("plain", "tokens_both"), ("plain", "tokens_s0.5"),
                ("plain", "lora"), ("lora", "lora_fused"), ("plain", "lora_fused")]
-TOKEN_SETTINGS = {"tokens": {}, "tokens_both": {"uncond": True}, "tokens_s0.5": {"strength": 0.5}}
+TOKEN_SETTINGS = {"tokens": {}, "tokens_both": {"pose_on_negative": True}, "tokens_s0.5": {"strength": 0.5}}
 
 
 def build(args):

@@ -22,7 +22,8 @@ class FaceSimEvaluate(io.ComfyNode):
                 "FaceSim: cosine similarity (clipped at 0) between the reference face and the largest face of "
                 "each sampled frame, with the head pose of every frame and the similarity binned by |yaw| "
                 "(< 30°, 30–60°, > 60°). Frames without a face are retried on a ×1.25 padded canvas and "
-                f"counted, never averaged in silently. A value that does not exist (an empty bin) is {EMPTY:g}."
+                f"counted, never averaged in silently. A value that does not exist (an empty bin) is {EMPTY:g}. "
+                "Batches longer than 81 frames also get FaceSim per 81-frame segment (overlap 16) and the drift."
             ),
             inputs=[
                 io.Image.Input("reference", tooltip="The reference face (the first image of a batch is used)."),

@@ -35,6 +35,10 @@ class NativeWanPatch(io.ComfyNode):
                                tooltip="As for any LoRA in ComfyUI (0 = off)."),
                 *types.pose_token_controls("the schedule"),
                 types.PoseToken.Input("pose_token", optional=True),
+                io.Int.Input("reference_frames", default=1, min=0, max=64, optional=True,
+                             tooltip="Latent frames the VACE reference image adds in front of the video (WanVaceToVideo's "
+                                     "trim_latent: 1 with a reference image, 0 without). Under context windows they are "
+                                     "kept in front of every window."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
@@ -45,12 +49,13 @@ class NativeWanPatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora, lora_strength, pose_strength, pose_start, pose_end, pose_on_negative,
-                pose_token=None) -> io.NodeOutput:
+                pose_token=None, reference_frames=1) -> io.NodeOutput:
         from faithfulfaces_core.native import patch_native_model
 
         patched = patch_native_model(
             model, None if pose_token is None else pose_token.tokens,
             lora_path=None if lora == NO_LORA else models.resolve("loras", lora), lora_strength=lora_strength,
-            strength=pose_strength, start=pose_start, end=pose_end, uncond=pose_on_negative,
+            strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative,
+            reference_frames=reference_frames,
         )
         return io.NodeOutput(patched)

@@ -154,6 +154,10 @@ class VACESampler(io.ComfyNode):
                 *types.pose_token_controls("the steps"),
                 io.Image.Input("reference_face", optional=True),
                 types.PoseToken.Input("pose_token", optional=True),
+                io.Int.Input("context_frames", default=0, min=0, max=1001, optional=True,
+                             tooltip="Long videos: frames per context window (4k+1, e.g. 81); 0 = one window."),
+                io.Int.Input("context_overlap", default=16, min=0, max=1000, optional=True,
+                             tooltip="Frames two context windows share (fused with pyramid weights)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Video.Output(display_name="video")],
         )
@@ -161,7 +165,7 @@ class VACESampler(io.ComfyNode):
     @classmethod
     def execute(cls, vace_pipeline, prompt, negative_prompt, width, height, length, steps, cfg, seed,
                 reference_strength, pose_strength, pose_start, pose_end, pose_on_negative,
-                reference_face=None, pose_token=None) -> io.NodeOutput:
+                reference_face=None, pose_token=None, context_frames=0, context_overlap=16) -> io.NodeOutput:
         import comfy.model_management
         import comfy.utils
         import torch
@@ -183,7 +187,8 @@ class VACESampler(io.ComfyNode):
             pose_tokens=None if pose_token is None else pose_token.tokens[:1],
             width=width, height=height, num_frames=length, steps=steps, guidance_scale=cfg,
             conditioning_scale=reference_strength, lora_scale=vace_pipeline.lora_scale, seed=seed,
-            pose_strength=pose_strength, pose_start=pose_start, pose_end=pose_end, uncond_pose=pose_on_negative,
+            pose_strength=pose_strength, pose_start=pose_start, pose_end=pose_end, pose_on_negative=pose_on_negative,
+            context_frames=context_frames or None, context_overlap=context_overlap,
             progress=lambda step, total: bar.update_absolute(step, total), cancel=cancel,
         )
         frames = torch.from_numpy(video.frames)

@@ -179,3 +179,31 @@ def test_ten_queued_prompts_all_complete_with_distinct_outputs(comfy, images):
         with av.open(str(video)) as container:
             with_frames.append(np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]))
     assert all(not np.array_equal(with_frames[0], other) for other in with_frames[1:])
+
+
+def test_vace_sampler_makes_a_long_video_in_context_windows(comfy, images):
+    """13 frames in windows of 9 overlapping by 4 (latent: 4 frames, windows of 3, overlap 1)."""
+    from PIL import Image
+
+    def frames(answer_entry: dict) -> np.ndarray:
+        pngs = sorted(f for f in comfy.output_files(answer_entry) if f.name.startswith("ff_long_vace"))
+        return np.stack([np.array(Image.open(f)) for f in pngs])
+
+    def prompt(**sampler) -> dict:
+        out = identity_prompt(images["portrait"], length=13, **sampler)
+        out["90"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "ff_long_vace"}}
+        return out
+
+    with comfy.listen() as ws:
+        answer = comfy.queue(prompt(context_frames=9, context_overlap=4))
+        windowed = comfy.wait(answer["prompt_id"], timeout=600)
+    assert windowed["status"]["status_str"] == "success", windowed["status"]
+    video = next(f for f in comfy.output_files(windowed) if f.suffix == ".mp4")
+    assert read_video(video)[0] == 13
+    progress = [p for p in ws.of_type("progress", answer["prompt_id"]) if p["node"] == "9"]
+    calls = SIZE["steps"] * 2 * 2  # steps × (cond, uncond) × windows
+    assert progress and progress[-1]["value"] == calls and all(p["max"] == calls for p in progress)
+    one_window = comfy.run(prompt(context_frames=13), timeout=600)
+    plain = comfy.run(prompt(), timeout=600)
+    assert np.array_equal(frames(one_window), frames(plain))
+    assert not np.array_equal(frames(windowed), frames(plain))

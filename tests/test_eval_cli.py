@@ -70,7 +70,8 @@ def test_cli_end_to_end_dlib_on_a_real_photograph(inputs):
     assert report["reference"]["faces"] == 1
 
     hanks, other = report["videos"]
-    assert set(hanks) == {"name", "path", "frames_total", "summary", "frames", "plot"}
+    assert set(hanks) == {"name", "path", "frames_total", "summary", "frames", "plot", "segments", "segments_plot"}
+    assert hanks["segments"] is None and hanks["segments_plot"] is None  # 6 frames: one segment
     assert set(hanks["summary"]) == {"frames_sampled", "face_frames", "no_face_frames", "multi_face_frames",
                                      "padded_frames", "mean", "min", "max", "mean_counting_misses", "yaw_bins",
                                      "distance"}
@@ -96,6 +97,35 @@ def test_cli_end_to_end_dlib_on_a_real_photograph(inputs):
         with Image.open(out / name) as png:
             assert png.size == (PLOT_WIDTH, PLOT_HEIGHT), name
     assert hanks["plot"] == "hanks.png"
+
+
+def test_long_video_gets_similarity_per_segment_and_its_plot(inputs, capsys):
+    """12 frames: the reference person in frames 0-5, someone else in 6-11; segments of 6, overlap 2."""
+    hanks = _photo("data/images/Tom_Hanks_54745.png")
+    group = _photo("data/images/t1.jpg")
+    other = np.asarray(Image.fromarray(group[67 - 15 : 67 + 145, 870 - 15 : 870 + 145]).resize((112, 112)))
+    flip = np.ascontiguousarray(hanks[:, ::-1])
+    video = _write_video(inputs / "drift.mp4", [hanks, flip] * 3 + [other, other[:, ::-1]] * 3)
+    out = inputs / "drift_report"
+    assert main([str(inputs / "reference.png"), str(video), "--backend", "dlib-hog", "--frames", "all",
+                 "--segment", "6", "--segment-overlap", "2", "--out", str(out)]) == 0
+    entry = json.loads((out / "facesim.json").read_text())["videos"][0]
+    seg = entry["segments"]
+    assert (seg["length"], seg["overlap"]) == (6, 2)
+    parts = seg["segments"]
+    assert [(p["start"], p["end"], p["frames_sampled"]) for p in parts] == [(0, 5, 6), (4, 9, 6), (6, 11, 6)]
+    sims = [f["similarity"] for f in entry["frames"]]
+    for part in parts:
+        inside = [s for s in sims[part["start"]:part["end"] + 1] if s is not None]
+        assert part["face_frames"] == len(inside)
+        assert part["mean"] == pytest.approx(float(np.mean(inside))) and part["min"] == pytest.approx(min(inside))
+    assert parts[0]["mean"] > 0.95 and parts[2]["mean"] < parts[0]["mean"] - 0.1
+    assert seg["drift"] == pytest.approx(parts[2]["mean"] - parts[0]["mean"])
+    with Image.open(out / entry["segments_plot"]) as png:
+        assert entry["segments_plot"] == "drift_segments.png" and png.size == (PLOT_WIDTH, PLOT_HEIGHT)
+    assert main([str(inputs / "reference.png"), str(video), "--backend", "dlib-hog", "--segment", "4",
+                 "--segment-overlap", "4", "--out", str(out)]) == 2
+    assert "Segments of 4 frames with overlap 4 are not possible" in capsys.readouterr().err
 
 
 def test_sampled_frames_of_a_video(tmp_path):

@@ -284,3 +284,23 @@ def test_errors_name_the_problem_and_the_fix():
         mixed.score(mixed.reference(solid(REF_LEVEL)), [solid(20)])
     with pytest.raises(FaithfulFacesError, match="2 indices"):
         evaluator.score(evaluator.reference(solid(REF_LEVEL)), [solid(20)], indices=[0, 1])
+
+
+def test_more_frames_than_one_segment_get_facesim_per_segment():
+    """100 frames: cos 1.0 in frames 0-49, 0.6 in 50-99; segments of 81 overlapping by 16: 0-80, 19-99."""
+    detector, estimator, embedder = scripted_models()
+    evaluator = FaceSimEvaluator(detector, estimator, embedder=embedder)
+    frames = [solid(20)] * 50 + [solid(50)] * 50
+    report, _ = report_for_frames(evaluator, solid(REF_LEVEL), frames, count=None)
+    entry = report["videos"][0]["segments"]
+    assert (entry["length"], entry["overlap"]) == (81, 16)
+    parts = entry["segments"]
+    assert [(p["start"], p["end"], p["frames_sampled"], p["face_frames"]) for p in parts] == [(0, 80, 81, 81),
+                                                                                             (19, 99, 81, 81)]
+    assert parts[0]["mean"] == pytest.approx((50 + 31 * 0.6) / 81) and parts[0]["min"] == pytest.approx(0.6)
+    assert parts[1]["mean"] == pytest.approx((31 + 50 * 0.6) / 81)
+    assert entry["drift"] == pytest.approx(parts[1]["mean"] - parts[0]["mean"])
+    assert f"segments of 81 frames (overlap 16): 0–80: {parts[0]['mean']:.4f}, 19–99: {parts[1]['mean']:.4f}; " \
+           f"drift {entry['drift']:+.4f}" in summary_text(report)
+    short, _ = report_for_frames(evaluator, solid(REF_LEVEL), frames[:81], count=None)
+    assert short["videos"][0]["segments"] is None and "segments of" not in summary_text(short)

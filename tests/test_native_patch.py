@@ -105,7 +105,7 @@ COMFY_SCRIPT = textwrap.dedent(
     pose = patch_native_model(base, tokens, lora_path=L, lora_strength=S)
     run("pose", pose)
     run("pose_cfg", pose, cfg=3.0)
-    run("pose_weak_uncond", patch_native_model(base, tokens, lora_path=L, lora_strength=S, strength=0.6, uncond=True),
+    run("pose_weak_uncond", patch_native_model(base, tokens, lora_path=L, lora_strength=S, strength=0.6, pose_on_negative=True),
         cfg=3.0)
     run("window_out", patch_native_model(base, tokens, lora_path=L, lora_strength=S, start=0.0, end=0.3))
     run("window_in", patch_native_model(base, tokens, lora_path=L, lora_strength=S, start=0.3, end=1.0))
@@ -145,9 +145,9 @@ COMFY_SCRIPT = textwrap.dedent(
     run("joined", patch_native_model(base, joined))
     run("chained_weak", patch_native_model(patch_native_model(base, tokens, strength=0.6), tokens2, strength=0.6))
     run("joined_weak", patch_native_model(base, joined, strength=0.6))
-    run("chained_rows", patch_native_model(patch_native_model(base, tokens, uncond=True), tokens2), cfg=3.0)
+    run("chained_rows", patch_native_model(patch_native_model(base, tokens, pose_on_negative=True), tokens2), cfg=3.0)
     run("joined_cfg", patch_native_model(base, joined), cfg=3.0)
-    run("single_uncond", patch_native_model(base, tokens, uncond=True), cfg=3.0)
+    run("single_uncond", patch_native_model(base, tokens, pose_on_negative=True), cfg=3.0)
 
     # another MODEL patch: a block replace and an attention override already there
     counts = {"replace": 0, "override": 0}

@@ -10,6 +10,7 @@ import torch
 from faithfulfaces_core.errors import CheckpointError, FaithfulFacesError
 from faithfulfaces_core.native import check_native_lora_fits
 from faithfulfaces_core.native.pose_patch import (
+    TOKENS_FIX,
     PoseBlockPatch,
     PoseCall,
     PoseGroup,
@@ -17,11 +18,15 @@ from faithfulfaces_core.native.pose_patch import (
     SigmaWindow,
     active_rows,
     attend_with_pose,
-    check_pose_tokens,
     check_wan_model,
     sigma_window,
 )
-from faithfulfaces_core.wan.injection import PoseTokenSettings, pose_kv_attention, sdpa_attention
+from faithfulfaces_core.wan.injection import (
+    PoseTokenSettings,
+    check_pose_tokens,
+    pose_kv_attention,
+    sdpa_attention,
+)
 
 
 class FlowSampling:
@@ -53,12 +58,12 @@ def test_sigma_window_is_half_open_and_unbounded_at_0_and_1():
 
 
 def test_active_rows_follow_cond_or_uncond():
-    assert active_rows([1, 0], 4, uncond=False) == [False, False, True, True]
-    assert active_rows([0, 1], 2, uncond=False) == [True, False]
-    assert active_rows([0, 1], 2, uncond=True) == [True, True]
-    assert active_rows(None, 3, uncond=False) == [True] * 3
+    assert active_rows([1, 0], 4, pose_on_negative=False) == [False, False, True, True]
+    assert active_rows([0, 1], 2, pose_on_negative=False) == [True, False]
+    assert active_rows([0, 1], 2, pose_on_negative=True) == [True, True]
+    assert active_rows(None, 3, pose_on_negative=False) == [True] * 3
     with pytest.raises(RuntimeError, match="A batch of 3 rows cannot be split into the 2 cond/uncond chunks"):
-        active_rows([0, 1], 3, uncond=False)
+        active_rows([0, 1], 3, pose_on_negative=False)
 
 
 class Executor:
@@ -164,9 +169,9 @@ def test_checks_name_the_problem_and_the_fix():
                                                  r"wan2.1_vace_\*.safetensors with 'Load Diffusion Model'"):
         check_wan_model(torch.nn.Linear(2, 2))
     with pytest.raises(FaithfulFacesError, match=r"Pose tokens are 24 wide but this Wan model is 1536 wide"):
-        check_pose_tokens(torch.zeros(1, 4, 24), 1536)
+        check_pose_tokens(torch.zeros(1, 4, 24), 1536, fix=TOKENS_FIX)
     with pytest.raises(FaithfulFacesError, match=r"got a \(4, 24\) torch.float32 tensor. Connect the 'Global Pose Token"):
-        check_pose_tokens(torch.zeros(4, 24), 24)
+        check_pose_tokens(torch.zeros(4, 24), 24, fix=TOKENS_FIX)
     shapes = {"blocks.0.self_attn.q.weight": (16, 16), "blocks.1.self_attn.q.weight": (16, 16)}
     fits = {"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 16),
             "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(16, 4),

@@ -95,13 +95,13 @@ def test_zero_strength_and_empty_window_are_exactly_no_tokens(pipe, face, tokens
 
 
 def test_uncond_pose_only_matters_with_cfg(pipe, face, tokens):
-    cond_only = generate(pipe, reference_image=face, pose_tokens=tokens, uncond_pose=False, **KW).frames
-    both = generate(pipe, reference_image=face, pose_tokens=tokens, uncond_pose=True, **KW).frames
+    cond_only = generate(pipe, reference_image=face, pose_tokens=tokens, pose_on_negative=False, **KW).frames
+    both = generate(pipe, reference_image=face, pose_tokens=tokens, pose_on_negative=True, **KW).frames
     assert np.abs(cond_only - both).max() > 1e-4
     no_cfg = {**KW, "guidance_scale": 1.0}
     assert np.array_equal(
-        generate(pipe, reference_image=face, pose_tokens=tokens, uncond_pose=False, **no_cfg).frames,
-        generate(pipe, reference_image=face, pose_tokens=tokens, uncond_pose=True, **no_cfg).frames,
+        generate(pipe, reference_image=face, pose_tokens=tokens, pose_on_negative=False, **no_cfg).frames,
+        generate(pipe, reference_image=face, pose_tokens=tokens, pose_on_negative=True, **no_cfg).frames,
     )
 
 
@@ -181,7 +181,7 @@ def test_batches_and_token_widths_are_rejected(pipe, face, tokens):
         generate(pipe, reference_image=face, pose_tokens=tokens.repeat(2, 1, 1), **KW)
     with pytest.raises(FaithfulFacesError, match=r"The reference image has batch 3, but WanVACEPipeline makes one video"):
         generate(pipe, reference_image=np.stack([face] * 3), **KW)
-    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens are 1536 wide but this transformer is {TINY_WIDTH} wide"):
+    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens are 1536 wide but this Wan model is {TINY_WIDTH} wide"):
         generate(pipe, reference_image=face, pose_tokens=torch.zeros(1, 4, 1536), **KW)
     with pytest.raises(FaithfulFacesError, match=r"The reference image must be \[H, W, 3\] RGB; got shape \(40, 28\)"):
         generate(pipe, reference_image=face[..., 0], **KW)

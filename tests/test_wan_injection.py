@@ -177,7 +177,7 @@ def test_attention_backend_setting_reaches_the_wrapped_processor(model):
 
 def test_token_checks_name_the_fix(model):
     injection = install_pose_injection(model)
-    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens are 5120 wide but this transformer is {WIDTH} wide"):
+    with pytest.raises(FaithfulFacesError, match=rf"Pose tokens are 5120 wide but this Wan model is {WIDTH} wide"):
         injection.set_tokens(torch.zeros(1, 4, 5120))
     with pytest.raises(FaithfulFacesError, match=rf"Pose tokens must be a float tensor \[batch, tokens, width\]; got a \(4, {WIDTH}\)"):
         injection.set_tokens(torch.zeros(4, WIDTH))

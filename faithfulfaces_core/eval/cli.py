@@ -1,7 +1,9 @@
 """``python -m faithfulfaces_core.eval REF VIDEO...``: FaceSim of videos against a reference photo.
 
 Prints one table row per video and writes ``facesim.json``, one plot per video
-(``<video>.png``) and, for several videos, ``comparison.png`` into ``--out``.
+(``<video>.png``) and, for several videos, ``comparison.png`` into ``--out``. A video longer
+than one segment (``--segment``, 81 frames) also gets FaceSim per segment in the report and
+``<video>_segments.png`` (identity over time).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..errors import FaithfulFacesError
 from ..pose.types import FaceDetector, PoseEstimator
 from .padding import PAD_FACTOR, PAD_MODES
 from .sampling import DEFAULT_FRAMES, parse_frame_count
+from .segments import DEFAULT_SEGMENT
 
 BACKENDS = ("insightface", "dlib-hog", "dlib-cnn")
 REPORT_FILE = "facesim.json"
@@ -44,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pad", choices=PAD_MODES, default="black",
                         help=f"padding of the ×{PAD_FACTOR:g} retry canvas (default black)")
     parser.add_argument("--upsample", type=int, default=1, help="dlib detector upsampling (default 1)")
+    parser.add_argument("--segment", type=int, default=DEFAULT_SEGMENT,
+                        help=f"frames per segment for identity over time (default {DEFAULT_SEGMENT}, one Wan window)")
+    parser.add_argument("--segment-overlap", type=int, default=16,
+                        help="frames two segments share, as the context windows did (default 16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="device for InsightFace / 6DRepNet (default auto)")
     return parser
@@ -103,6 +110,17 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return [s if stems.count(s) == 1 else f"{i + 1:02d}_{s}" for i, s in enumerate(stems)]
 
 
+def segment_entry(score, length: int, overlap: int, png: Path) -> dict:
+    """``segments`` (and their plot, written to ``png``) for a video longer than one segment, else nothing."""
+    from .plot import save_png
+    from .segments import plot_segments, segment_report
+
+    entry, parts = segment_report(score, length, overlap)
+    if entry is None:
+        return {}
+    return {"segments": entry, "segments_plot": save_png(plot_segments(score, parts), png).name}
+
+
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, write the files, return the report (``dict``)."""
     from .facesim import FaceSimEvaluator
@@ -133,7 +151,8 @@ def run(args: argparse.Namespace) -> dict:
         score = evaluator.score(reference, sampled.images, indices=sampled.indices, times=sampled.times,
                                 frames_total=sampled.frames_total, name=name, progress=True)
         plot = save_png(plot_video(score), out / f"{name}.png")
-        entries.append(video_dict(score, path=str(path), plot=plot.name))
+        entries.append(video_dict(score, path=str(path), plot=plot.name,
+                                  **segment_entry(score, args.segment, args.segment_overlap, out / f"{name}_segments.png")))
         scores.append(score)
     if len(scores) > 1:
         save_png(plot_comparison(scores), out / COMPARISON_FILE)
@@ -157,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     console.print(table(report))
-    written = [REPORT_FILE] + [v["plot"] for v in report["videos"]]
+    written = [REPORT_FILE] + [v["plot"] for v in report["videos"]] + [
+        v["segments_plot"] for v in report["videos"] if v.get("segments_plot")]
     if len(report["videos"]) > 1:
         written.append(COMPARISON_FILE)
     console.print(f"wrote {', '.join(written)} to {Path(args.out)}", highlight=False)

@@ -5,7 +5,9 @@ Keys (``docs/evaluation.md`` documents each): ``format``, ``backend``, ``detecto
 ``protocol`` {``frames``, ``sampling``, ``clip_min``, ``face``, ``pad_factor``, ``pad_mode``,
 ``enlarge``, ``yaw_bins``}, ``reference`` {``name``, ``faces``, ``padded``, ``box``,
 ``image_size``, ``pitch``, ``yaw``, ``roll``}, ``videos`` [{``name``, ``path``, ``frames_total``,
-``summary``, ``frames``, ``plot``}]. Missing values are ``null``, never NaN.
+``summary``, ``frames``, ``plot``, ``segments`` {``length``, ``overlap``, ``drift``, ``segments``
+[{``start``, ``end``, ``frames_sampled``, ``face_frames``, ``mean``, ``min``}]} (null for a video
+of one segment), ``segments_plot``}]. Missing values are ``null``, never NaN.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def protocol_dict(evaluator: FaceSimEvaluator, frames: int | None) -> dict:
     }
 
 
-def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None = None) -> dict:
+def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None = None,
+               segments: dict | None = None, segments_plot: str | None = None) -> dict:
     return {
         "name": score.name,
         "path": path,
@@ -80,6 +83,8 @@ def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None =
         "summary": score.summary.as_dict(),
         "frames": [f.as_dict() for f in score.frames],
         "plot": plot,
+        "segments": segments,
+        "segments_plot": segments_plot,
     }
 
 
@@ -155,6 +160,10 @@ def summary_text(report: dict, video: int = 0, *, empty_value: float | None = No
             f"dlib distance: mean {_num(d['mean'])}, max {_num(d['max'])}, same person (< {d['threshold']:g}) in "
             f"{d['same_person_frames']}/{s['face_frames']} face frames"
         )
+    if entry.get("segments"):
+        from .segments import segments_text
+
+        lines.append(segments_text(entry["segments"]))
     lines.append(
         f"reference: {ref['faces']} face(s) (largest used){', found after padding' if ref['padded'] else ''}; "
         f"pose pitch {ref['pitch']:.1f}°, yaw {ref['yaw']:.1f}°, roll {ref['roll']:.1f}°"
@@ -205,7 +214,10 @@ def report_for_frames(
     name: str = "frames",
     reference_name: str = "reference",
 ) -> tuple[dict, VideoScore]:
-    """FaceSim of in-memory ``frames`` (``F`` × ``[H, W, 3]`` uint8): sample ``count`` uniformly, score, report."""
+    """FaceSim of in-memory ``frames`` (``F`` × ``[H, W, 3]`` uint8): sample ``count`` uniformly, score, report.
+
+    More frames than one segment (81) also get FaceSim per segment (``segments.py``, overlap 16).
+    """
     from .sampling import uniform_indices
 
     reference = evaluator.reference(reference_image, name=f"the {reference_name} image")
@@ -214,7 +226,10 @@ def report_for_frames(
         raise FaithfulFacesError("No frames to evaluate: connect a batch of at least one image.")
     score = evaluator.score(reference, [frames[i] for i in indices], indices=indices,
                             frames_total=len(frames), name=name)
-    report = build_report(evaluator, reference, [video_dict(score)], frames=count, reference_name=reference_name)
+    from .segments import segment_report
+
+    entry = video_dict(score, segments=segment_report(score)[0])
+    report = build_report(evaluator, reference, [entry], frames=count, reference_name=reference_name)
     return report, score
 
 

@@ -12,12 +12,14 @@ objects and imports ``comfy`` only inside functions that run inside ComfyUI.
 from __future__ import annotations
 
 import os
+import uuid
 
 import torch
 
-from ..wan.injection import PoseTokenSettings
+from ..wan.injection import PoseTokenSettings, check_pose_tokens
+from .context import install_reference_frames
 from .lora import apply_native_lora, check_native_lora_fits, native_lora_weights
-from .pose_patch import check_pose_tokens, check_wan_model, install_pose_patch
+from .pose_patch import TOKENS_FIX, check_wan_model, install_pose_patch
 
 __all__ = [
     "apply_native_lora",
@@ -37,20 +39,26 @@ def patch_native_model(
     strength: float = 1.0,
     start: float = 0.0,
     end: float = 1.0,
-    uncond: bool = False,
+    pose_on_negative: bool = False,
+    reference_frames: int = 1,
 ):
     """``model`` with the LoRA at ``lora_strength`` and the pose tokens ``[B, M, C]`` at ``strength``.
 
     ``start``/``end``: the part of the schedule (fractions, 0 = first step) in which the tokens
-    act; ``uncond``: whether the negative pass sees them. No tokens (or strength 0) and no LoRA
-    (or strength 0) install nothing: ``model`` itself comes back.
+    act; ``pose_on_negative``: whether the negative pass sees them. No tokens (or strength 0) and no LoRA
+    (or strength 0) install nothing: ``model`` itself comes back. ``reference_frames``: the VACE
+    reference latents in front of the video (``WanVaceToVideo``'s ``trim_latent``), kept in front
+    of every window when ComfyUI's context windows cut the video (``context.py``).
     """
-    settings = PoseTokenSettings(float(strength), float(start), float(end), bool(uncond))
+    settings = PoseTokenSettings(float(strength), float(start), float(end), bool(pose_on_negative))
     settings.check()
+    original = model
     if pose_tokens is not None:
-        check_pose_tokens(pose_tokens, check_wan_model(model.get_model_object("diffusion_model")))
+        check_pose_tokens(pose_tokens, check_wan_model(model.get_model_object("diffusion_model")), fix=TOKENS_FIX)
     if lora_path is not None and lora_strength != 0:
         model = apply_native_lora(model, lora_path, lora_strength)
     if pose_tokens is not None and settings.strength > 0:
         model = install_pose_patch(model, pose_tokens, settings)
+    if model is not original:
+        install_reference_frames(model, f"faithfulfaces_reference_{uuid.uuid4().hex[:12]}", reference_frames)
     return model

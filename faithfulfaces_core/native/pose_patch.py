@@ -36,13 +36,14 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import FaithfulFacesError
-from ..wan.injection import PoseTokenSettings, pose_kv_attention, sdpa_attention
+from ..wan.injection import PoseTokenSettings, check_pose_tokens, pose_kv_attention, sdpa_attention
 
 DIFFUSION_MODEL_WRAPPER = "diffusion_model"  # comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 KEY_PREFIX = "faithfulfaces_pose_"
 UNCOND = 1  # comfy.samplers: cond_or_uncond entries are 0 (positive) and 1 (negative)
 # WanModel.forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
 OPTIONS_POSITION = 5
+TOKENS_FIX = "Connect the 'Global Pose Token (FaithfulFaces)' node's output."
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,9 @@ def sigma_window(model_sampling, start: float, end: float) -> SigmaWindow:
     return SigmaWindow(high, low)
 
 
-def active_rows(cond_or_uncond: Sequence[int] | None, batch: int, uncond: bool) -> list[bool]:
+def active_rows(cond_or_uncond: Sequence[int] | None, batch: int, pose_on_negative: bool) -> list[bool]:
     """Which of ``batch`` rows see the tokens: all of them, or the non-negative chunks' rows."""
-    if cond_or_uncond is None or uncond:
+    if cond_or_uncond is None or pose_on_negative:
         return [True] * batch
     chunks = len(cond_or_uncond)
     if chunks == 0 or batch % chunks:
@@ -88,21 +89,6 @@ def check_wan_model(diffusion_model) -> int:
             "wan2.1_vace_*.safetensors with 'Load Diffusion Model' (UNETLoader) and connect that MODEL."
         )
     return int(diffusion_model.dim)
-
-
-def check_pose_tokens(tokens, width: int) -> None:
-    """``tokens`` must be a float ``[B, M, width]`` tensor (the aligner's ``PoseToken.tokens``)."""
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 3 or not tokens.is_floating_point():
-        got = f"a {tuple(tokens.shape)} {tokens.dtype} tensor" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        raise FaithfulFacesError(
-            f"Pose tokens must be a float tensor [batch, tokens, width]; got {got}. Connect the "
-            "'Global Pose Token (FaithfulFaces)' node's output."
-        )
-    if tokens.shape[-1] != width:
-        raise FaithfulFacesError(
-            f"Pose tokens are {tokens.shape[-1]} wide but this Wan model is {width} wide "
-            "(1536 = Wan2.1-VACE-1.3B, 5120 = 14B): use an aligner file trained for this model size."
-        )
 
 
 @dataclass
@@ -153,7 +139,7 @@ class PoseTokenWrapper:
         if sigmas is not None and not self.window.contains(sigmas.max()):
             return None
         batch = x.shape[0]
-        rows = active_rows(options.get("cond_or_uncond"), batch, self.settings.uncond)
+        rows = active_rows(options.get("cond_or_uncond"), batch, self.settings.pose_on_negative)
         if not any(rows):
             return None
         chunks = len(options.get("cond_or_uncond") or [0])
@@ -303,7 +289,7 @@ def install_pose_patch(model, tokens: torch.Tensor, settings: PoseTokenSettings)
     """A clone of ComfyUI ``ModelPatcher`` ``model`` whose main Wan blocks see ``tokens`` ``[B, M, C]``."""
     settings.check()
     diffusion_model = model.get_model_object("diffusion_model")
-    check_pose_tokens(tokens, check_wan_model(diffusion_model))
+    check_pose_tokens(tokens, check_wan_model(diffusion_model), fix=TOKENS_FIX)
     window = sigma_window(model.get_model_object("model_sampling"), settings.start, settings.end)
     key = KEY_PREFIX + uuid.uuid4().hex[:12]
     patched = model.clone()

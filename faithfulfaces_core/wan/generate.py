@@ -7,6 +7,11 @@ is not already), the LoRA scale through diffusers' ``attention_kwargs["scale"]``
 reported after every step through ``callback_on_step_end``; ``cancel()`` is asked there too and
 a True answer raises ``GenerationCancelled`` between steps. Anything the callbacks raise (e.g.
 ComfyUI's own interrupt exception) propagates unchanged.
+
+Longer videos than the model was trained for: ``context_frames`` (e.g. 81) turns on context
+windows over the latent frames (``windows.py``): every transformer call runs per window, each
+with the reference image(s) in front and the same pose tokens, and the outputs are fused over
+the overlaps as ComfyUI's context windows fuse them. Progress and cancel then come per window.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 
 from ..errors import FaithfulFacesError
 from .injection import get_pose_injection, install_pose_injection
+from .windows import ContextWindows, latent_frames, windowed_transformer
 
 WAN_FPS = 16
 
@@ -118,6 +124,37 @@ def _check_args(steps: int, guidance_scale: float, conditioning_scale: float | S
         )
 
 
+def context_windows(num_frames: int, context_frames: int | None, context_overlap: int, fuse: str,
+                    temporal: int = 4) -> ContextWindows | None:
+    """The latent-frame windows for ``num_frames`` video frames, or None when windows are off."""
+    if context_frames is None:
+        return None
+    if context_frames < 1 or (context_frames - 1) % temporal or context_overlap < 0:
+        raise FaithfulFacesError(
+            f"context_frames {context_frames} / context_overlap {context_overlap} are not allowed: use a window of "
+            f"{temporal}k+1 video frames (e.g. 81) and an overlap ≥ 0 (e.g. 16), or context_frames None for one window."
+        )
+    spec = ContextWindows(latent_frames(context_frames, temporal), latent_frames(context_overlap, temporal), fuse)
+    spec.check()
+    return spec
+
+
+class WindowProgress:
+    """Progress and cancel per window call: ``steps × passes × windows`` units in all."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None):
+        self.total, self.done = total, 0
+        self.progress, self.cancel = progress, cancel
+
+    def __call__(self, window: int, count: int) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        if self.cancel is not None and self.cancel():
+            raise GenerationCancelled(f"Generation cancelled after window {window + 1} of {count} "
+                                      f"(call {self.done} of {self.total}).")
+
+
 def generate(
     pipe,
     *,
@@ -136,7 +173,10 @@ def generate(
     pose_strength: float = 1.0,
     pose_start: float = 0.0,
     pose_end: float = 1.0,
-    uncond_pose: bool = False,
+    pose_on_negative: bool = False,
+    context_frames: int | None = None,
+    context_overlap: int = 16,
+    context_fuse: str = "pyramid",
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> GeneratedVideo:
@@ -144,8 +184,10 @@ def generate(
 
     ``pose_tokens`` ``[1, M, C]`` or None (no injection). ``pose_strength`` ≥ 0 (0 = off),
     ``pose_start``/``pose_end`` the fraction window of the steps that see the tokens,
-    ``uncond_pose`` whether the negative pass sees them too. ``lora_scale`` multiplies an
+    ``pose_on_negative`` whether the negative pass sees them too. ``lora_scale`` multiplies an
     unfused LoRA (0 = off). ``seed`` seeds a CPU generator, so results do not depend on the device.
+    ``context_frames`` (video frames per window, 4k+1; None = one window), ``context_overlap``
+    (video frames) and ``context_fuse`` (pyramid, flat, overlap-linear) window a long video.
     """
     from .lora import has_lora, lora_is_fused
 
@@ -169,6 +211,7 @@ def generate(
             f"The LoRA is fused into the weights, so lora_scale {lora_scale} cannot act: unfuse it first "
             "(faithfulfaces_core.wan.lora.unfuse_lora) or fuse it at that scale and pass lora_scale 1."
         )
+    windows = context_windows(num_frames, context_frames, context_overlap, context_fuse, pipe.vae_scale_factor_temporal)
     reference = None if reference_image is None else reference_to_pil(reference_image)
     if cancel is not None and cancel():
         raise GenerationCancelled("Generation cancelled before the first step.")
@@ -180,14 +223,20 @@ def generate(
             stack.callback(injection.remove)
         if injection is not None:
             stack.enter_context(injection.use(
-                pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, uncond=uncond_pose
+                pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative
             ))
             stack.enter_context(injection.sampling(steps, cfg=guidance_scale > 1.0))
+        if windows is not None:
+            video_frames = latent_frames(num_frames, pipe.vae_scale_factor_temporal)
+            calls = int(steps) * (2 if guidance_scale > 1.0 else 1) * len(windows.windows(video_frames))
+            stack.enter_context(windowed_transformer(
+                transformer, windows, video_frames, on_window=WindowProgress(calls, progress, cancel),
+            ))
 
         def on_step_end(_pipe, step: int, _timestep, _tensors: dict) -> dict:
             if injection is not None:
                 injection.step_finished(step)
-            if progress is not None:
+            if progress is not None and windows is None:
                 progress(step + 1, steps)
             if cancel is not None and cancel():
                 raise GenerationCancelled(f"Generation cancelled after step {step + 1} of {steps}.")

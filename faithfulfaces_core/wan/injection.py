@@ -22,7 +22,7 @@ The wrapper is not an ``nn.Module``, so the state dict never changes.
 Which calls see the tokens. ``WanVACEPipeline`` runs the conditional and the unconditional
 (negative-prompt) pass as two separate transformer calls per step, conditional first. Inside a
 ``sampling`` session the injection counts the calls of each step (a forward pre-hook) to know
-which pass runs; the unconditional pass sees the tokens only when ``uncond=True`` (default
+which pass runs; the unconditional pass sees the tokens only when ``pose_on_negative=True`` (default
 no: CFG then pushes towards the pose tokens, as IP-Adapter does with its image embeds). The
 ``start``/``end`` window (fractions of the denoising steps, like IP-Adapter's start/end) is read
 from the step counter, which ``step_finished`` advances from the pipeline's
@@ -98,14 +98,29 @@ def apply_wan_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     return out
 
 
+def check_pose_tokens(tokens, width: int, *, fix: str) -> None:
+    """``tokens`` must be a float ``[B, M, width]`` tensor; ``fix`` says where correct tokens come from.
+
+    One check for both generator stacks (the diffusers injection and the native ComfyUI patch).
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 3 or not tokens.is_floating_point():
+        got = f"a {tuple(tokens.shape)} {tokens.dtype} tensor" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise FaithfulFacesError(f"Pose tokens must be a float tensor [batch, tokens, width]; got {got}. {fix}")
+    if tokens.shape[-1] != width:
+        raise FaithfulFacesError(
+            f"Pose tokens are {tokens.shape[-1]} wide but this Wan model is {width} wide "
+            "(1536 = Wan2.1-VACE-1.3B, 5120 = 14B): use an aligner file trained for this model size."
+        )
+
+
 @dataclass(frozen=True)
 class PoseTokenSettings:
-    """How the tokens act: strength (≥ 0), the step window [start, end) and the negative pass."""
+    """How the tokens act: strength (≥ 0), the step window [start, end) and whether the negative pass sees them."""
 
     strength: float = 1.0
     start: float = 0.0
     end: float = 1.0
-    uncond: bool = False
+    pose_on_negative: bool = False
 
     def check(self) -> None:
         if not (math.isfinite(self.strength) and self.strength >= 0):
@@ -239,13 +254,13 @@ class PoseTokenInjection:
         strength: float = 1.0,
         start: float = 0.0,
         end: float = 1.0,
-        uncond: bool = False,
+        pose_on_negative: bool = False,
     ) -> None:
         """Use ``tokens`` ``[B, M, C]`` (``None``: no injection) with these settings from now on."""
-        settings = PoseTokenSettings(float(strength), float(start), float(end), bool(uncond))
+        settings = PoseTokenSettings(float(strength), float(start), float(end), bool(pose_on_negative))
         settings.check()
         if tokens is not None:
-            self._check_tokens(tokens)
+            check_pose_tokens(tokens, self.width, fix="Pass the aligner's pose tokens (PoseToken.tokens).")
         self.tokens, self.settings = tokens, settings
 
     @contextmanager
@@ -258,25 +273,12 @@ class PoseTokenInjection:
         finally:
             self.tokens, self.settings = before
 
-    def _check_tokens(self, tokens: torch.Tensor) -> None:
-        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 3 or not tokens.is_floating_point():
-            got = f"a {tuple(tokens.shape)} {tokens.dtype} tensor" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise FaithfulFacesError(
-                f"Pose tokens must be a float tensor [batch, tokens, width]; got {got}. Pass the aligner's "
-                "pose tokens (PoseToken.tokens)."
-            )
-        if tokens.shape[-1] != self.width:
-            raise FaithfulFacesError(
-                f"Pose tokens are {tokens.shape[-1]} wide but this transformer is {self.width} wide "
-                "(1536 = Wan2.1-VACE-1.3B, 5120 = 14B): use an aligner file trained for this model size."
-            )
-
     def active_tokens(self) -> torch.Tensor | None:
         """The tokens if the current call should see them (pass, step window, strength), else None."""
         s = self.settings
         if self.tokens is None or s.strength == 0:
             return None
-        if self.current_pass == "uncond" and not s.uncond:
+        if self.current_pass == "uncond" and not s.pose_on_negative:
             return None
         if self._num_steps is not None and not (s.start <= self._step / self._num_steps < s.end):
             return None
