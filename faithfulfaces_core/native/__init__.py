@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from ..numbers import finite_number
 from ..wan.injection import PoseTokenSettings
 from .lora import apply_native_lora, check_native_lora_fits, native_lora_weights
 from .pose_patch import check_pose_tokens, check_wan_model, install_pose_patch
@@ -45,6 +46,7 @@ def patch_native_model(
     act; ``uncond``: whether the negative pass sees them. No tokens (or strength 0) and no LoRA
     (or strength 0) install nothing: ``model`` itself comes back.
     """
+    lora_strength = finite_number(lora_strength, "LoRA strength", hint="as for any LoRA in ComfyUI; 0 = off")
     settings = PoseTokenSettings(float(strength), float(start), float(end), bool(uncond))
     settings.check()
     if pose_tokens is not None:
