@@ -1,0 +1,187 @@
+"""Bad input as a careless or hostile user gives it: through the real server and the command-line tools.
+
+Every case asserts the pack's own message (what is wrong and what to do) and that nothing is
+lost or left poisoned: a refused or failed run leaves the cached pipeline exactly as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faithfulfaces_core.errors import FaithfulFacesError
+from faithfulfaces_core.numbers import finite_number
+
+pytestmark = pytest.mark.comfy
+
+NAN, INF = float("nan"), float("inf")
+
+
+def tiny_models() -> dict[str, str]:
+    from faithfulfaces_core.tiny.modelset import LORA_FILE
+    from faithfulfaces_core.tiny.wan import TINY_FOLDER
+
+    return {"model": f"diffusers/{TINY_FOLDER}", "lora": LORA_FILE}
+
+
+def video_prompt(prefix: str, *, strength: float = 1.0, **sampler) -> dict:
+    """Load pipeline → LoRA → sampler (no reference, no pose token) → SaveImage of the frames."""
+    names = tiny_models()
+    settings = {"width": 32, "height": 32, "length": 5, "steps": 2, "cfg": 5.0, "seed": 3,
+                "reference_strength": 1.0, "pose_strength": 1.0, "pose_start": 0.0, "pose_end": 1.0,
+                "pose_on_negative": False, **sampler}
+    return {
+        "1": {"class_type": "FaithfulFacesLoadVACEPipeline",
+              "inputs": {"model": names["model"], "components_from": names["model"], "dtype": "fp32",
+                         "device": "cpu", "offload": "none", "vae_tiling": False, "attention": "default"}},
+        "2": {"class_type": "FaithfulFacesApplyLoRA",
+              "inputs": {"vace_pipeline": ["1", 0], "lora": names["lora"], "strength": strength}},
+        "3": {"class_type": "FaithfulFacesVACESampler",
+              "inputs": {"vace_pipeline": ["2", 0], "prompt": "a face", "negative_prompt": "blurry", **settings}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": f"bad_input/{prefix}"}},
+    }
+
+
+def run_raw(comfy, prompt: dict, timeout: float = 600) -> dict:
+    """Queue ``prompt`` as a JSON text with ``NaN``/``Infinity`` literals (what a hostile client can send)."""
+    import json
+
+    import requests
+
+    body = json.dumps({"prompt": prompt, "client_id": comfy.client_id}, allow_nan=True)
+    answer = requests.post(comfy.url + "/prompt", data=body, headers={"Content-Type": "application/json"},
+                           timeout=60).json()
+    assert "prompt_id" in answer, answer
+    return comfy.wait(answer["prompt_id"], timeout=timeout)
+
+
+def frames_of(comfy, entry: dict) -> np.ndarray:
+    from PIL import Image
+
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = sorted(f for f in comfy.output_files(entry) if f.suffix == ".png")
+    assert files, entry
+    return np.stack([np.asarray(Image.open(f)) for f in files])
+
+
+def execution_error(entry: dict) -> str:
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors, f"expected an execution error, got {entry['status']}"
+    return errors[0]["exception_message"]
+
+
+# --- the shared number check ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -INF, "1.0", None, True])
+def test_finite_number_refuses_what_is_not_a_finite_number(value):
+    with pytest.raises(FaithfulFacesError, match=r"LoRA strength .* is not allowed: use a finite number from 0 to 2"):
+        finite_number(value, "LoRA strength", low=0, high=2)
+
+
+def test_finite_number_keeps_numbers_in_range():
+    assert finite_number(np.float32(0.5), "x", low=0, high=1) == 0.5
+    assert finite_number(3, "x") == 3.0 and isinstance(finite_number(3, "x"), float)
+    with pytest.raises(FaithfulFacesError, match="from 0 to 1"):
+        finite_number(1.5, "x", low=0, high=1)
+
+
+# --- NaN never poisons the cached pipeline (diffusers path, through the server) -----------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_frames(comfy) -> np.ndarray:
+    return frames_of(comfy, comfy.run(video_prompt("fresh"), timeout=600))
+
+
+@pytest.mark.parametrize(("strength", "sampler", "message"), [
+    (NAN, {}, r"LoRA strength nan is not allowed: use a finite number from 0 to 2"),
+    (1.0, {"reference_strength": NAN}, r"conditioning_scale \(reference strength\) nan is not allowed"),
+    (1.0, {"cfg": NAN}, r"guidance_scale \(cfg\) nan is not allowed"),
+    (1.0, {"pose_strength": NAN}, r"Pose strength nan is not allowed"),
+    (1.0, {"pose_start": NAN}, r"Pose start nan is not allowed"),
+    (1.0, {"pose_end": NAN}, r"Pose end nan is not allowed"),
+])
+def test_nan_is_refused_and_the_next_run_is_unchanged(comfy, fresh_frames, strength, sampler, message):
+    import re
+
+    entry = run_raw(comfy, video_prompt("nan", strength=strength, **sampler))
+    assert entry["status"]["status_str"] == "error"
+    assert re.search(message, execution_error(entry)), execution_error(entry)
+    after = frames_of(comfy, comfy.run(video_prompt("after"), timeout=600))
+    np.testing.assert_array_equal(after, fresh_frames)
+
+
+# --- a failed or refused run leaves the cached pipeline as it was (diffusers path, core) ----------------
+
+GEN = dict(prompt="a face", negative_prompt="blurry", width=32, height=32, num_frames=5, steps=2,
+           guidance_scale=5.0, seed=11)
+
+
+@pytest.fixture(scope="module")
+def lora_pipe(tmp_path_factory):
+    """The tiny pipeline with a random LoRA whose scaling alpha/rank = 0.75 (not a power of two)."""
+    from faithfulfaces_core.tiny.wan import build_tiny_pipeline
+    from faithfulfaces_core.wan import lora as wan_lora
+    from faithfulfaces_core.wan.loading import load_pipeline
+
+    tiny = build_tiny_pipeline(tmp_path_factory.mktemp("bad_input_wan"), seed=0)
+    pipe = load_pipeline(tiny.diffusers_dir, device="cpu")
+    wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=4, alpha=3.0))
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    pipe.tiny = tiny
+    return pipe
+
+
+def scalings(pipe) -> list[dict]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [dict(m.scaling) for m in pipe.transformer.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def test_lora_scale_and_failed_runs_leave_the_cached_pipeline_exactly_as_it_was(lora_pipe):
+    from faithfulfaces_core.wan.generate import GenerationCancelled, generate
+
+    before = scalings(lora_pipe)
+    assert before and all(set(v.values()) == {0.75} for v in before)
+    first = generate(lora_pipe, lora_scale=0.7, **GEN).frames
+    assert scalings(lora_pipe) == before  # x·0.7/0.7 is not x in floating point: restored, not divided back
+
+    def cancel_after_first_step(calls=[0]) -> bool:  # noqa: B006 - a counter across the calls of one run
+        calls[0] += 1
+        return calls[0] > 1
+
+    with pytest.raises(GenerationCancelled):
+        generate(lora_pipe, lora_scale=0.7, cancel=cancel_after_first_step, **GEN)
+    for bad in ({"lora_scale": NAN}, {"conditioning_scale": INF}, {"guidance_scale": NAN}, {"pose_end": NAN}):
+        with pytest.raises(FaithfulFacesError, match="is not allowed: use a finite number"):
+            generate(lora_pipe, **{**GEN, **bad})
+    assert scalings(lora_pipe) == before
+    np.testing.assert_array_equal(generate(lora_pipe, lora_scale=0.7, **GEN).frames, first)
+
+
+def test_a_video_of_nan_pixels_is_an_error_not_a_success(lora_pipe):
+    from faithfulfaces_core.wan.generate import check_decoded_frames, generate
+    from faithfulfaces_core.wan.loading import load_pipeline
+
+    pipe = load_pipeline(lora_pipe.tiny.diffusers_dir, device="cpu")
+    with torch.no_grad():
+        pipe.transformer.proj_out.weight[0, 0] = NAN
+    with pytest.raises(FaithfulFacesError, match=r"non-finite pixels .* Use dtype bf16 or fp32"):
+        generate(pipe, **GEN)
+    with pytest.raises(FaithfulFacesError, match="one constant value"):
+        check_decoded_frames(np.zeros((5, 32, 32, 3), np.float32))
+    check_decoded_frames(np.random.default_rng(0).random((5, 32, 32, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("bad", [{"lora_strength": NAN}, {"strength": NAN}, {"start": INF}, {"end": NAN}])
+def test_native_patch_refuses_non_finite_numbers_before_touching_the_model(bad):
+    from faithfulfaces_core.native import patch_native_model
+
+    with pytest.raises(FaithfulFacesError, match="is not allowed: use a finite number"):
+        patch_native_model(object(), None, lora_path="unused.safetensors", **bad)
