@@ -151,3 +151,17 @@ def check_state_dict(
                 f"{path}: {what} key '{key}' has shape {tuple(found[key].shape)}, "
                 f"expected {tuple(ref.shape)}."
             )
+
+
+def check_finite(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Raise a ``CheckpointError`` naming the first floating tensor that holds NaN or ±Infinity.
+
+    Such a file would load and then make every output NaN (a black video), far from its cause.
+    """
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            bad = int((~tensor.isfinite()).sum())
+            raise CheckpointError(
+                f"{path}: {what} key '{key}' holds {bad} NaN or infinite value(s) of {tensor.numel()}: the file is "
+                "damaged or came from a diverged training run. Use an earlier checkpoint or re-train."
+            )

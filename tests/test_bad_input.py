@@ -185,3 +185,98 @@ def test_native_patch_refuses_non_finite_numbers_before_touching_the_model(bad):
 
     with pytest.raises(FaithfulFacesError, match="is not allowed: use a finite number"):
         patch_native_model(object(), None, lora_path="unused.safetensors", **bad)
+
+
+# --- untrusted aligner metadata allocates nothing; NaN weights are refused at load (server) -----------
+
+
+def identity_prompt(aligner: str, image: str) -> dict:
+    """Portrait → dlib face + pose → pose token from ``aligner`` → sampler → SaveImage."""
+    from faithfulfaces_core.tiny.modelset import FAKE_PACK, POSE_FILE
+
+    prompt = video_prompt("aligner")
+    prompt.update({
+        "10": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "11": {"class_type": "FaithfulFacesLoadFaceDetector",
+               "inputs": {"backend": "dlib-hog", "insightface_pack": FAKE_PACK, "provider": "auto", "det_size": 640}},
+        "12": {"class_type": "FaithfulFacesLoadPoseEstimator",
+               "inputs": {"backend": "dlib-landmarks", "weights": POSE_FILE, "device": "cpu"}},
+        "13": {"class_type": "FaithfulFacesFacePose",
+               "inputs": {"image": ["10", 0], "face_detector": ["11", 0], "pose_estimator": ["12", 0],
+                          "multiple_faces": "largest", "enlarge": 1.5}},
+        "14": {"class_type": "FaithfulFacesLoadAligner", "inputs": {"aligner": aligner, "device": "cpu"}},
+        "15": {"class_type": "FaithfulFacesPoseToken", "inputs": {"face_pose": ["13", 0], "aligner": ["14", 0]}},
+    })
+    prompt["3"]["inputs"]["pose_token"] = ["15", 0]
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def portrait(comfy) -> str:
+    import shutil
+
+    from faithfulfaces_core.demo import reference_photo
+
+    shutil.copyfile(reference_photo(), comfy.input_dir / "bad_input_portrait.png")
+    return "bad_input_portrait.png"
+
+
+def hostile_aligner(comfy, name: str, *, config: dict | None = None, poison: bool = False) -> str:
+    """The tiny aligner's tensors with a rewritten metadata config and/or one NaN weight."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from faithfulfaces_core.tiny.modelset import ALIGNER_FILE
+
+    folder = comfy.models_dir / "faithfulfaces"
+    with safe_open(str(folder / ALIGNER_FILE), framework="pt") as fh:
+        metadata = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if config:
+        metadata["faithfulfaces.config"] = json.dumps({**json.loads(metadata["faithfulfaces.config"]), **config})
+    if poison:
+        key = next(k for k in sorted(tensors) if tensors[k].is_floating_point() and tensors[k].numel() > 1)
+        tensors[key] = tensors[key].clone()
+        tensors[key].view(-1)[1] = NAN
+    save_file(tensors, str(folder / name), metadata=metadata)
+    return name
+
+
+def peak_rss_since_reset(pid: int):
+    """Reset the process's peak resident size (``clear_refs`` 5), then read ``VmHWM`` back in bytes."""
+    from pathlib import Path
+
+    def read() -> int:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return read
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"dictionary_size": 2 ** 20}, r"dictionary_size must be a positive integer of at most 65536, got 1048576"),
+    ({"dictionary_size": 2 ** 62}, r"dictionary_size must be a positive integer of at most 65536"),
+    ({"token_dim": 2 ** 40}, r"token_dim must be a positive integer of at most 16384"),
+    ({"mlp_ratio": 1e30}, r"mlp_ratio must lie in \(0, 16\]"),
+    ({"dictionary_size": 65536, "dim": 1024}, r"aligner key '.*' has shape \(.*\), expected \(.*1024.*\)"),
+])
+def test_aligner_metadata_is_checked_before_anything_is_allocated(comfy, portrait, config, message):
+    import re
+
+    name = hostile_aligner(comfy, f"hostile_{abs(hash(str(config)))}.safetensors", config=config)
+    peak = peak_rss_since_reset(comfy.process.pid)
+    before = peak()
+    entry = comfy.run(identity_prompt(name, portrait), timeout=600)
+    text = execution_error(entry)
+    assert re.search(message, text), text
+    assert "Storage size" not in text and "\x1b[" not in text
+    assert peak() - before < 128 * 2 ** 20  # the claimed 65536 x 1024 dictionary alone would be 256 MiB
+
+
+def test_an_aligner_with_nan_weights_is_refused_at_load(comfy, portrait):
+    name = hostile_aligner(comfy, "hostile_nan_weights.safetensors", poison=True)
+    text = execution_error(comfy.run(identity_prompt(name, portrait), timeout=600))
+    assert "holds 1 NaN or infinite value(s)" in text and "Use an earlier checkpoint or re-train" in text, text
