@@ -280,3 +280,93 @@ def test_an_aligner_with_nan_weights_is_refused_at_load(comfy, portrait):
     name = hostile_aligner(comfy, "hostile_nan_weights.safetensors", poison=True)
     text = execution_error(comfy.run(identity_prompt(name, portrait), timeout=600))
     assert "holds 1 NaN or infinite value(s)" in text and "Use an earlier checkpoint or re-train" in text, text
+
+
+# --- curation workers die with their parent; SIGTERM stops a build like Ctrl-C (CLI) -------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def children_of(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def slow_corpus(tmp_path_factory):
+    from faithfulfaces_core.tiny.scripted import write_gray_video
+
+    videos = tmp_path_factory.mktemp("slow_corpus")
+    for i in range(12):
+        write_gray_video(videos / f"clip{i:02d}.mp4", [16, 24, 16, 24])
+        (videos / f"clip{i:02d}.txt").write_text("a person\n")
+    return videos
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killing_the_build_ends_its_workers_and_releases_stdout(slow_corpus, tmp_path, sig):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    box = [[16, 16, 48, 48]]
+    command = [
+        sys.executable, str(REPO / "training" / "build_dataset.py"), "build", str(slow_corpus),
+        "--out", str(tmp_path / "dataset"), "--workers", "2", "--every", "1", "--no-progress",
+        "--detector", "faithfulfaces_core.tiny.scripted:ScriptedDetector",
+        "--detector-arg", "faces=" + json.dumps({"16": box, "24": box}), "--detector-arg", "delay=0.3",
+        "--pose", "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
+        "--pose-arg", 'angles={"16": [0, 0, 0], "24": [40, 50, 30]}', "--pose-arg", "input_size=32",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 90
+        while len(children_of(proc.pid)) < 3 and time.monotonic() < deadline:  # 2 workers + resource tracker
+            time.sleep(0.1)
+        while not (tmp_path / "dataset" / "done.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = children_of(proc.pid)
+        assert len(workers) >= 3 and proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.poll() else ""
+        proc.send_signal(getattr(signal, sig))
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read() + proc.stderr.read()), daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "stdout/stderr still held open 60 s after the parent was killed"
+        deadline = time.monotonic() + 20
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in workers if alive(p)], "workers outlived their parent"
+        proc.wait(timeout=20)
+        if sig == "SIGTERM":
+            assert proc.returncode == 130, out
+            assert b"interrupted: finished videos are saved; rerun the same command to resume" in out[0]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this test started, if anything is left
+        except ProcessLookupError:
+            pass
