@@ -370,3 +370,95 @@ def test_killing_the_build_ends_its_workers_and_releases_stdout(slow_corpus, tmp
             os.killpg(proc.pid, signal.SIGKILL)  # the session this test started, if anything is left
         except ProcessLookupError:
             pass
+
+
+# --- training and file writing (CLI) ----------------------------------------------------------------------
+
+TRAIN = REPO / "training" / "train_lora.py"
+DISK_FULL = """
+import runpy, sys
+import safetensors.torch as st
+from safetensors import SafetensorError
+real = st.save_file
+def full(tensors, filename, metadata=None):
+    if "step-" in str(filename):
+        open(filename, "wb").write(b"partial")
+        raise SafetensorError('Error while serializing: IoError(Os {{ code: 28, kind: StorageFull, '
+                              'message: "No space left on device" }})')
+    return real(tensors, filename, metadata=metadata)
+st.save_file = full
+sys.argv = ["train_lora.py", *{args!r}]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def train_cli(*args: str, code: str | None = None, timeout: float = 300):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-c", code] if code else [sys.executable, str(TRAIN), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("optim.learning_rate=Infinity", "optim.learning_rate: Input should be a finite number"),
+    ("optim.learning_rate=NaN", "optim.learning_rate: Input should be a finite number"),
+    ("optim.learning_rate=10", "optim.learning_rate: Input should be less than or equal to 1"),
+    ("objective.flow_shift=-Infinity", "objective.flow_shift: Input should be a finite number"),
+    ("objective.infonce_weight=NaN", "objective.infonce_weight: Input should be a finite number"),
+    ("data.min_pose_difference=Infinity", "data.min_pose_difference: Input should be a finite number"),
+])
+def test_non_finite_training_numbers_are_refused_up_front(option, message):
+    result = train_cli("--set", option, "model.diffusers_dir=/x", "data.dataset_dir=/y", "--print-config")
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "--resume" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_output_dir_under_a_file_is_the_packs_error(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    result = train_cli("--set", "model.diffusers_dir=/x", "data.dataset_dir=/y",
+                       f"run.output_dir={tmp_path / 'a_file' / 'run'}", timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert f"{tmp_path / 'a_file'} is a file, not a folder. Choose another output folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_at_a_checkpoint_is_the_packs_error_and_stale_temporaries_go(tmp_path):
+    from faithfulfaces_core.tiny.wan import build_tiny_pipeline
+    from faithfulfaces_core.training.synthetic import tiny_overrides, write_synthetic_dataset
+
+    tiny = build_tiny_pipeline(tmp_path / "models", seed=0)
+    dataset = write_synthetic_dataset(tmp_path / "ds", identities=4, crops_per_identity=4, frames=9)
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".faithfulfaces_lora.safetensors.k1ll3d.tmp"  # what a kill during the final export leaves
+    stale.write_bytes(b"half a LoRA")
+    args = ["--no-progress", "--set", *tiny_overrides(tiny.diffusers_dir, dataset, out, run__max_steps=2,
+                                                       run__checkpoint_every=1)]
+    result = train_cli(code=DISK_FULL.format(args=args, script=str(TRAIN)))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "the disk is full (no space left on device). Nothing already written was changed" in result.stderr
+    assert "free some space or choose an output folder on another disk" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not stale.exists()
+    assert not [p for p in out.rglob("*.tmp") if p.is_file()]  # the failed write removed its temporary file
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    from faithfulfaces_core.checkpoints import atomic_write, save_checkpoint
+
+    before = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "a.safetensors", {"w": torch.ones(2)}, kind="test", format=1, config={})
+        text = atomic_write(tmp_path / "manifest.jsonl", lambda tmp: open(tmp, "w").write("{}\n"))
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and stat.S_IMODE(text.stat().st_mode) == 0o640
+    os.chmod(text, 0o604)
+    atomic_write(text, lambda tmp: open(tmp, "w").write("{}\n"))  # a replaced file keeps its mode
+    assert stat.S_IMODE(text.stat().st_mode) == 0o604
