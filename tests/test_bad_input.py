@@ -462,3 +462,25 @@ def test_written_files_respect_the_umask(tmp_path):
     os.chmod(text, 0o604)
     atomic_write(text, lambda tmp: open(tmp, "w").write("{}\n"))  # a replaced file keeps its mode
     assert stat.S_IMODE(text.stat().st_mode) == 0o604
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"echo {self.marker}",))
+
+
+def test_a_pth_that_pickles_code_is_refused_in_the_packs_words(comfy, portrait):
+    marker = "ff-bad-input-code-ran"
+    torch.save({"model_state_dict": _RunsCode(marker)}, comfy.models_dir / "faithfulfaces" / "hostile_code.pth")
+    prompt = identity_prompt(__import__("faithfulfaces_core.tiny.modelset", fromlist=["x"]).ALIGNER_FILE, portrait)
+    prompt["12"]["inputs"].update({"backend": "6drepnet", "weights": "hostile_code.pth"})
+    text = execution_error(comfy.run(prompt, timeout=600))
+    assert "hostile_code.pth is not a plain state dict: it pickles Python code or objects (posix.system), " \
+           "which FaithfulFaces never runs" in text, text
+    assert "\x1b[" not in text and "two options" not in text and "weights_only` set to `False`" not in text
+    assert marker not in comfy.log()
