@@ -484,3 +484,68 @@ def test_a_pth_that_pickles_code_is_refused_in_the_packs_words(comfy, portrait):
            "which FaithfulFaces never runs" in text, text
     assert "\x1b[" not in text and "two options" not in text and "weights_only` set to `False`" not in text
     assert marker not in comfy.log()
+
+
+# --- a truncated MP4 whose index is at the start: warned about and recorded (CLI and evaluation) ---------
+
+
+def truncated_faststart_mp4(path, frames: int = 55, keep: float = 0.4):
+    """An MP4 whose index (moov) precedes the data, cut to ``keep`` of its bytes: it opens and declares
+    ``frames`` frames, but only the first part decodes."""
+    import av
+
+    levels = [16 if i % 2 == 0 else 24 for i in range(frames)]
+    rng = np.random.default_rng(0)
+    whole = path.with_name("whole_" + path.name)
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+        for level in levels:
+            image = np.full((64, 64, 3), level, np.uint8)
+            image[:4] = rng.integers(0, 255, (4, 64, 3), dtype=np.uint8)  # some bytes in every frame
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = whole.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    whole.unlink()
+    return path
+
+
+def test_a_truncated_video_is_warned_about_and_recorded_in_curation(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    truncated_faststart_mp4(videos / "cut.mp4")
+    (videos / "cut.txt").write_text("a person\n")
+    box = [[16, 16, 48, 48]]
+    result = subprocess.run([
+        sys.executable, str(REPO / "training" / "build_dataset.py"), "build", str(videos),
+        "--out", str(tmp_path / "dataset"), "--every", "1", "--no-progress", "--threshold", "10",
+        "--detector", "faithfulfaces_core.tiny.scripted:ScriptedDetector",
+        "--detector-arg", "faces=" + json.dumps({"16": box, "24": box}),
+        "--pose", "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
+        "--pose-arg", 'angles={"16": [0, 0, 0], "24": [40, 50, 30]}', "--pose-arg", "input_size=32",
+    ], capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = json.loads((tmp_path / "dataset" / "done.jsonl").read_text().splitlines()[0])
+    assert done["frames_declared"] == 55 and 0 < done["frames_decoded"] < 55, done
+    assert (f"cut.mp4 is truncated: only {done['frames_decoded']} of the 55 frames its header declares could be "
+            "decoded") in result.stderr
+
+
+def test_a_truncated_video_is_warned_about_in_evaluation(tmp_path):
+    from faithfulfaces_core.dataset.decode import TruncatedVideoWarning
+    from faithfulfaces_core.eval.video import read_sampled_frames
+
+    path = truncated_faststart_mp4(tmp_path / "cut.mp4")
+    with pytest.warns(TruncatedVideoWarning, match=r"cut.mp4 is truncated: only \d+ of the 55 frames"):
+        sampled = read_sampled_frames(path, 16)
+    assert sampled.frames_declared == 55 and 0 < sampled.frames_total < 55
