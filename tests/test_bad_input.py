@@ -549,3 +549,13 @@ def test_a_truncated_video_is_warned_about_in_evaluation(tmp_path):
     with pytest.warns(TruncatedVideoWarning, match=r"cut.mp4 is truncated: only \d+ of the 55 frames"):
         sampled = read_sampled_frames(path, 16)
     assert sampled.frames_declared == 55 and 0 < sampled.frames_total < 55
+
+
+def test_a_nan_face_box_enlargement_is_refused(comfy, portrait):
+    """Infinity already fails ComfyUI's own max check; NaN passes it and reaches the pack."""
+    from faithfulfaces_core.tiny.modelset import ALIGNER_FILE
+
+    prompt = identity_prompt(ALIGNER_FILE, portrait)
+    prompt["13"]["inputs"]["enlarge"] = NAN
+    text = execution_error(run_raw(comfy, prompt))
+    assert "The face-box enlargement nan is not allowed: use a finite number ≥ 0 (the paper uses 1.5)" in text
