@@ -104,7 +104,7 @@ def main() -> None:
     for name, (_, opts) in CONDITIONS.items():
         models[name] = patch_native_model(
             base, tokens if opts.get("tokens") else None, lora_path=lora if opts.get("lora") else None,
-            strength=opts.get("strength", 1.0), uncond=opts.get("uncond", False),
+            strength=opts.get("strength", 1.0), pose_on_negative=opts.get("uncond", False),
         )
     times: dict[str, list[float]] = {name: [] for name in CONDITIONS}
 

@@ -13,6 +13,7 @@ which key and what was expected; a writer never leaves a half-written file behin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are written, not to write a
 KIND_KEY = "faithfulfaces.kind"
 FORMAT_KEY = "faithfulfaces.format"
 CONFIG_KEY = "faithfulfaces.config"
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp
 
 
 @dataclass
@@ -45,22 +47,103 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the old file's, else 0o666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would race other threads' file creation)
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return umask
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename over ``path``: a kill leaves the old file intact."""
+    """Call ``write(tmp_path)`` then rename over ``path``: a kill leaves the old file intact.
+
+    The file gets the mode an ordinary write would (the umask, or the replaced file's mode), not
+    the 0600 of a temporary file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_writable_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode(path))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, (OSError, SafetensorError)):
+            raise write_error(path, exc) from exc
         raise
     return path
+
+
+def write_error(path: Path, exc: BaseException) -> CheckpointError:
+    """The pack's message for a failed write: which file, why, and that the old files are intact."""
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "StorageFull" in text:
+        why = "the disk is full (no space left on device)"
+        fix = "free some space or choose an output folder on another disk, then run again"
+    elif isinstance(exc, PermissionError) or "Permission denied" in text:
+        why = "permission denied"
+        fix = "make the folder writable or choose another output folder"
+    else:
+        why = text
+        fix = "check the output folder, then run again"
+    return CheckpointError(
+        f"Could not write {path}: {why}. Nothing already written was changed (files are written to a temporary "
+        f"file and renamed); {fix} (a training run continues with --resume from its last checkpoint)."
+    )
+
+
+def ensure_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed; a path under a file or an unwritable folder is the pack's error."""
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CheckpointError(
+            f"Cannot use {folder} as an output folder: {blocker} is a file, not a folder. Choose another output "
+            "folder, or move that file away."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"Cannot create the output folder {folder}: {exc.strerror or exc}. Choose an output folder you can "
+            "write to, or fix the permissions of its parent."
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(
+            f"The output folder {folder} is not writable (permission denied). Make it writable "
+            f"(chmod u+w {folder}) or choose another output folder."
+        )
+    return folder
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed ``atomic_write`` left in ``folder`` (the real files are intact)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}") if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(
@@ -150,4 +233,18 @@ def check_state_dict(
             raise CheckpointError(
                 f"{path}: {what} key '{key}' has shape {tuple(found[key].shape)}, "
                 f"expected {tuple(ref.shape)}."
+            )
+
+
+def check_finite(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Raise a ``CheckpointError`` naming the first floating tensor that holds NaN or ±Infinity.
+
+    Such a file would load and then make every output NaN (a black video), far from its cause.
+    """
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            bad = int((~tensor.isfinite()).sum())
+            raise CheckpointError(
+                f"{path}: {what} key '{key}' holds {bad} NaN or infinite value(s) of {tensor.numel()}: the file is "
+                "damaged or came from a diverged training run. Use an earlier checkpoint or re-train."
             )

@@ -124,8 +124,11 @@ class ApplyLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, vace_pipeline, lora, strength) -> io.NodeOutput:
+        from faithfulfaces_core.numbers import finite_number
+
+        scale = finite_number(strength, "LoRA strength", low=0, high=2, hint="1 = as trained, 0 = off")
         path = str(models.resolve("loras", lora))
-        return io.NodeOutput(replace(vace_pipeline, lora_path=path, lora_scale=float(strength)))
+        return io.NodeOutput(replace(vace_pipeline, lora_path=path, lora_scale=scale))
 
 
 class VACESampler(io.ComfyNode):

@@ -271,9 +271,12 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from faithfulfaces_core.dataset.lifetime import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
-        return run_build(args) if args.command == "build" else run_merge(args)
+        with sigterm_as_interrupt():
+            return run_build(args) if args.command == "build" else run_merge(args)
     except FaithfulFacesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import check_state_dict, load_checkpoint, save_checkpoint
+from ..checkpoints import check_finite, check_state_dict, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, FaithfulFacesError
 from .config import AlignerConfig
 from .model import PoseSharedAligner
@@ -53,10 +53,13 @@ def load_aligner(
             "for this model."
         )
     try:
-        aligner = PoseSharedAligner(config)
-    except FaithfulFacesError as exc:
+        with torch.device("meta"):  # no memory until the file's tensors are checked against it
+            aligner = PoseSharedAligner(config)
+    except (FaithfulFacesError, RuntimeError) as exc:
         raise CheckpointError(f"{ckpt.path}: cannot rebuild the aligner from its metadata: {exc}") from exc
-    expected = aligner.state_dict()
-    check_state_dict(ckpt.path, ckpt.tensors, expected, what="aligner")
-    aligner.load_state_dict(ckpt.tensors)
+    check_state_dict(ckpt.path, ckpt.tensors, aligner.state_dict(), what="aligner")
+    check_finite(ckpt.path, ckpt.tensors, what="aligner")
+    aligner.load_state_dict(ckpt.tensors, assign=True)
+    aligner.pixel_mean = torch.tensor(config.pixel_mean)  # non-persistent buffers: not in the file
+    aligner.pixel_std = torch.tensor(config.pixel_std)
     return aligner.to(device=device, dtype=dtype).eval()

@@ -19,6 +19,13 @@ CLIP_MAX_LOGIT_SCALE = math.log(100.0)
 WAN_1_3B_WIDTH = 1536  # 12 heads x 128
 WAN_14B_WIDTH = 5120  # 40 heads x 128
 
+# Upper bounds far above any sane aligner: a file's metadata is untrusted, and these sizes decide
+# how much memory building the module takes before its tensors are checked.
+MAX_SIZES = {"image_size": 1024, "patch_size": 256, "depth": 64, "num_heads": 128, "dim": 8192,
+             "num_harmonics": 64, "dictionary_size": 65536, "num_tokens": 1024, "token_dim": 16384}
+MAX_MLP_RATIO = 16.0
+MAX_LOGIT_SCALE = 20.0
+
 
 @dataclass(frozen=True)
 class AlignerConfig:
@@ -53,33 +60,35 @@ class AlignerConfig:
     logit_scale_max: float = CLIP_MAX_LOGIT_SCALE
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "depth", "num_heads", "dim", "num_harmonics",
-                     "dictionary_size", "num_tokens", "token_dim"):
+        for name, most in MAX_SIZES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
                 raise FaithfulFacesError(
-                    f"AlignerConfig.{name} must be a positive integer, got {value!r}; set it to e.g. "
+                    f"AlignerConfig.{name} must be a positive integer of at most {most}, got {value!r}; set it to e.g. "
                     f"{getattr(AlignerConfig, name)}."
                 )
         for name in ("pixel_mean", "pixel_std"):
             value = tuple(getattr(self, name))
-            if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+            if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
                 raise FaithfulFacesError(
-                    f"AlignerConfig.{name} must hold 3 numbers (R, G, B), got {value!r}."
+                    f"AlignerConfig.{name} must hold 3 numbers (R, G, B), all finite, got {value!r}."
                 )
             object.__setattr__(self, name, tuple(float(v) for v in value))
         for name in ("mlp_ratio", "logit_scale_init", "logit_scale_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise FaithfulFacesError(f"AlignerConfig.{name} must be a finite number, got {value!r}.")
-        if not self.mlp_ratio > 0:
-            raise FaithfulFacesError(f"AlignerConfig.mlp_ratio must be positive, got {self.mlp_ratio!r}.")
+        if not 0 < self.mlp_ratio <= MAX_MLP_RATIO:
+            raise FaithfulFacesError(
+                f"AlignerConfig.mlp_ratio must lie in (0, {MAX_MLP_RATIO:g}], got {self.mlp_ratio!r}; 4 is usual."
+            )
         if min(self.pixel_std) <= 0:
             raise FaithfulFacesError(f"AlignerConfig.pixel_std must be positive, got {self.pixel_std}.")
-        if not 0.0 <= self.logit_scale_init <= self.logit_scale_max:
+        if not 0.0 <= self.logit_scale_init <= self.logit_scale_max <= MAX_LOGIT_SCALE:
             raise FaithfulFacesError(
                 f"AlignerConfig.logit_scale_init ({self.logit_scale_init}) must lie in "
-                f"[0, logit_scale_max={self.logit_scale_max}]; CLIP uses log(1/0.07) and log(100)."
+                f"[0, logit_scale_max={self.logit_scale_max}], and logit_scale_max at most {MAX_LOGIT_SCALE:g}; "
+                "CLIP uses log(1/0.07) and log(100)."
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from . import outcomes as oc
 from .captions import CaptionMissing, CaptionRequest
 from .curate import CurationSettings, VideoCuration, curate_video, staging_folder
 from .directory import DatasetDirectory
+from .lifetime import die_with_parent
 from .manifest import Backends, VideoRecord
 from .report import RunStats, build_report, print_report, write_report
 from .sources import VIDEO_EXTENSIONS, Shard, VideoRef, discover_videos
@@ -85,6 +86,7 @@ def _init_worker(
     detector: Any, estimator: Any, captioner: Any, settings: CurationSettings, root: Path, threads: int
 ) -> None:
     global _WORKER
+    die_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     models = Models.build(detector, estimator, captioner)
     if "torch" in sys.modules:

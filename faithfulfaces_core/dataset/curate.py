@@ -26,7 +26,7 @@ from ..errors import FaithfulFacesError
 from ..pose.crop import crop_face
 from ..pose.types import Face, FaceDetector, PoseEstimator
 from . import outcomes as oc
-from .decode import FrameSampling, VideoInfo, VideoReadError, VideoStream
+from .decode import FrameSampling, VideoInfo, VideoReadError, VideoStream, warn_if_truncated
 from .manifest import CROPS_DIR, FORMAT_VERSION, Backends, VideoRecord
 from .outcomes import DoneRecord
 from .sources import VideoRef
@@ -113,6 +113,7 @@ class VideoCuration:
             reason=self.reason,
             detail=self.detail,
             frames_decoded=self.frames_decoded,
+            frames_declared=self.info.frames if self.info else 0,
             frames_sampled=self.frames_sampled,
             frames_with_face=len(self.frames),
             delta=self.delta,
@@ -253,6 +254,8 @@ def curate_video(
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
+    if multiple is None and result.info is not None:
+        warn_if_truncated(ref.path, result.frames_decoded, result.info.frames)
     if result.frames_decoded == 0:
         result.detail = f"{ref.path} has no decodable frames"
     elif multiple is not None:

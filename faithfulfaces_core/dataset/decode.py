@@ -8,6 +8,7 @@ find a frame again, so it must not depend on the sampling.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -48,6 +49,21 @@ class FrameSampling:
 
     def as_dict(self) -> dict:
         return {"every": self.every, "fps": self.fps}
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video decoded fewer frames than its container declares (a cut-off download or copy)."""
+
+
+def warn_if_truncated(path: str | PathLike, decoded: int, declared: int) -> bool:
+    """Warn (and return True) when ``decoded`` frames fall short of the ``declared`` count (0 = unknown)."""
+    if declared <= 0 or decoded >= declared:
+        return False
+    warnings.warn(TruncatedVideoWarning(
+        f"Video {path} is truncated: only {decoded} of the {declared} frames its header declares could be "
+        "decoded, and only those are used. Download or copy the file again if the rest matters."
+    ), stacklevel=2)
+    return True
 
 
 @dataclass(frozen=True)

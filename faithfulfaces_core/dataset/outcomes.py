@@ -51,6 +51,7 @@ class DoneRecord(BaseModel):
     reason: str
     detail: str = ""
     frames_decoded: int = 0
+    frames_declared: int = 0  # the container's count (0 = unknown); above frames_decoded = truncated file
     frames_sampled: int = 0
     frames_with_face: int = 0
     delta: float | None = None

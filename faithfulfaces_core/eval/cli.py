@@ -151,8 +151,10 @@ def run(args: argparse.Namespace) -> dict:
         score = evaluator.score(reference, sampled.images, indices=sampled.indices, times=sampled.times,
                                 frames_total=sampled.frames_total, name=name, progress=True)
         plot = save_png(plot_video(score), out / f"{name}.png")
-        entries.append(video_dict(score, path=str(path), plot=plot.name,
-                                  **segment_entry(score, args.segment, args.segment_overlap, out / f"{name}_segments.png")))
+        entries.append({**video_dict(score, path=str(path), plot=plot.name,
+                                     **segment_entry(score, args.segment, args.segment_overlap,
+                                                     out / f"{name}_segments.png")),
+                        "frames_declared": sampled.frames_declared})
         scores.append(score)
     if len(scores) > 1:
         save_png(plot_comparison(scores), out / COMPARISON_FILE)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FaithfulFacesError, NoFaceError
-from ..pose.crop import crop_face
+from ..pose.crop import check_enlarge, crop_face
 from ..pose.types import EulerAngles, Face, FaceDetector, PoseEstimator, as_rgb_uint8
 from .embedding import DLIB, EmbeddingSource, FaceEmbedder, cosine, euclidean
 from .padding import PAD_FACTOR, pad_image, unpad_face
@@ -130,7 +130,7 @@ class FaceSimEvaluator:
         self.embedding = EmbeddingSource(detector, embedder)
         self.pad_factor = float(pad_factor)
         self.pad_mode = pad_mode
-        self.enlarge = float(enlarge)
+        self.enlarge = check_enlarge(enlarge)
 
     @property
     def backend(self) -> str:

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..errors import FaithfulFacesError
+from ..numbers import finite_number
 from ..pose.types import Face
 
 PAD_FACTOR = 1.25
@@ -33,8 +34,7 @@ def pad_image(
     """``image`` ``[H, W, 3]`` uint8 → (padded ``[round(H·f), round(W·f), 3]``, offset ``(left, top)``)."""
     if mode not in PAD_MODES:
         raise FaithfulFacesError(f"Unknown padding mode '{mode}': use one of {', '.join(PAD_MODES)}.")
-    if not factor >= 1.0:
-        raise FaithfulFacesError(f"The padding factor must be at least 1 (1.25 in the usual protocol); got {factor}.")
+    factor = finite_number(factor, "The padding factor", low=1, hint="1.25 in the usual protocol")
     height, width = image.shape[:2]
     top, bottom = pad_amounts(height, factor)
     left, right = pad_amounts(width, factor)

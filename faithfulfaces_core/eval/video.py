@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset.decode import FrameSampling, VideoReadError, VideoStream
+from ..dataset.decode import FrameSampling, VideoReadError, VideoStream, warn_if_truncated
 from ..errors import FaithfulFacesError
 from .sampling import uniform_indices
 
@@ -30,6 +30,7 @@ class SampledVideo:
     indices: list[int]
     times: list[float]
     images: list[np.ndarray]
+    frames_declared: int = 0  # what the container header says (0 = unknown); more than frames_total = truncated
 
 
 def _check(path: Path) -> None:
@@ -55,7 +56,7 @@ def read_sampled_frames(path: str | PathLike, count: int | None) -> SampledVideo
     wanted = None if total is None else set(uniform_indices(total, count))
     indices, times, images = [], [], []
     with VideoStream(path, FrameSampling(every=1)) as stream:
-        fps = stream.info.fps
+        fps, declared = stream.info.fps, stream.info.frames
         for frame in stream:
             if wanted is None or frame.index in wanted:
                 indices.append(frame.index)
@@ -67,4 +68,5 @@ def read_sampled_frames(path: str | PathLike, count: int | None) -> SampledVideo
                              "it changed while being read. Evaluate a finished file.")
     if not images:
         raise VideoReadError(f"Video {path} has no decodable frames; re-encode it or remove it from the input.")
-    return SampledVideo(path, decoded, fps, indices, times, images)
+    warn_if_truncated(path, decoded, declared)
+    return SampledVideo(path, decoded, fps, indices, times, images, declared)

@@ -16,6 +16,7 @@ import uuid
 
 import torch
 
+from ..numbers import finite_number
 from ..wan.injection import PoseTokenSettings, check_pose_tokens
 from .context import install_reference_frames
 from .lora import apply_native_lora, check_native_lora_fits, native_lora_weights
@@ -50,6 +51,7 @@ def patch_native_model(
     reference latents in front of the video (``WanVaceToVideo``'s ``trim_latent``), kept in front
     of every window when ComfyUI's context windows cut the video (``context.py``).
     """
+    lora_strength = finite_number(lora_strength, "LoRA strength", hint="as for any LoRA in ComfyUI; 0 = off")
     settings = PoseTokenSettings(float(strength), float(start), float(end), bool(pose_on_negative))
     settings.check()
     original = model

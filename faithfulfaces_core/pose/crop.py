@@ -11,11 +11,20 @@ import math
 import numpy as np
 
 from ..errors import FaithfulFacesError
+from ..numbers import finite_number
 from .preprocess import resize_center_crop
 
 
 def _round(value: float) -> int:
     return math.floor(value + 0.5)
+
+
+def check_enlarge(factor: float) -> float:
+    """The face-box enlargement as a float, or the pack's error (it must be finite and > 0)."""
+    factor = finite_number(factor, "The face-box enlargement", low=0, hint="the paper uses 1.5")
+    if factor == 0:
+        raise FaithfulFacesError("The face-box enlargement 0 is not allowed: use a number > 0 (the paper uses 1.5).")
+    return factor
 
 
 def enlarge_box(
@@ -26,10 +35,7 @@ def enlarge_box(
     Width and height both grow by ``factor`` (rounding half up); the result is in whole pixels
     and lies inside the image, so ``image[y1:y2, x1:x2]`` is the crop.
     """
-    if not factor > 0:
-        raise FaithfulFacesError(
-            f"The face-box enlargement must be positive, got {factor}; the paper uses 1.5."
-        )
+    factor = check_enlarge(factor)
     height, width = image_size
     x1, y1, x2, y2 = (float(v) for v in box)
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import FaithfulFacesError, MultipleFacesError, NoFaceError
-from .crop import crop_face
+from .crop import check_enlarge, crop_face
 from .types import EulerAngles, Face, FaceDetector, FacePose, PoseEstimator, as_rgb_uint8
 
 POLICIES = ("largest", "error")
@@ -61,6 +61,7 @@ def estimate_face_poses(
     """
     if policy not in POLICIES:
         raise FaithfulFacesError(f"Unknown face policy '{policy}': use one of {', '.join(POLICIES)}.")
+    check_enlarge(enlarge)
     names = list(names) if names is not None else None
     image_list = _as_image_list(images, names)
     if names is not None and len(names) != len(image_list):

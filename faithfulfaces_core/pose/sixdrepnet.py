@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -240,6 +241,12 @@ def _wrong_architecture_hint(config: SixDRepNetConfig) -> str:
     )
 
 
+def _pickled_global(exc: BaseException) -> str:
+    """`` (posix.system)``: the global torch's safe unpickler refused, named without torch's advice."""
+    found = re.search(r"GLOBAL ([\w.]+)", re.sub(r"\x1b\[[0-9;]*m", "", str(exc)))
+    return f" ({found.group(1)})" if found else ""
+
+
 def read_pth_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a 6DRepNet ``.pth`` with ``torch.load(weights_only=True)``: tensors only, no code run.
 
@@ -255,10 +262,10 @@ def read_pth_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path} is not a plain state dict: it pickles Python objects that torch.load(weights_only=True) "
-            f"refuses to run ({str(exc).splitlines()[0]}). FaithfulFaces only reads tensors from .pth files; "
-            f"use the released {RELEASED_FILENAME} from {RELEASE_SOURCE}, or save model.state_dict() instead "
-            "of the whole model."
+            f"{path} is not a plain state dict: it pickles Python code or objects{_pickled_global(exc)}, which "
+            "FaithfulFaces never runs (loading it could execute anything). FaithfulFaces only reads tensors from "
+            f".pth files; use the released {RELEASED_FILENAME} from {RELEASE_SOURCE}, or save "
+            "model.state_dict() instead of the whole model."
         ) from exc
     except Exception as exc:  # not a torch file at all: zip/pickle errors, truncated downloads
         raise CheckpointError(

@@ -14,6 +14,7 @@ frame is a broken test, never a silent "no face".
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 
@@ -63,6 +64,7 @@ class ScriptedDetector:
         *,
         tolerance: int = 3,
         name: str = "scripted-detector",
+        delay: float = 0.0,
     ) -> None:
         self.faces = {
             k: [tuple(float(c) for c in box) for box in boxes] for k, boxes in _int_keys(faces).items()
@@ -75,10 +77,13 @@ class ScriptedDetector:
                     )
         self.tolerance = tolerance
         self.name = name
+        self.delay = float(delay)  # seconds per call: keeps work in flight for kill/interrupt tests
         self.calls = 0
 
     def detect(self, image: np.ndarray) -> list[Face]:
         self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
         boxes = _lookup(self.faces, gray_level(image), self.tolerance, self.name)
         return [Face(box=box, score=1.0) for box in boxes]  # type: ignore[arg-type]
 

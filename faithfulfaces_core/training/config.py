@@ -29,7 +29,8 @@ RESUME_MAY_CHANGE = frozenset({
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and Infinity parse from JSON/YAML and pass gt/ge bounds: refuse them for every float field.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -78,7 +79,7 @@ class DataSection(_Section):
         1024, ge=2, description="identity pairs per micro-batch per process for InfoNCE (the paper: 1024); the other "
         "pairs of the batch are the negatives")
     min_pose_difference: float = Field(
-        15.0, ge=0.0, description="two crops form a positive pair only if sum |Δpitch|+|Δyaw|+|Δroll| (circular, "
+        15.0, ge=0.0, le=540.0, description="two crops form a positive pair only if sum |Δpitch|+|Δyaw|+|Δroll| (circular, "
         "degrees) is at least this")
     reference_candidates: int = Field(
         8, ge=1, description="face crops per video (evenly spread) that may serve as the VACE reference / pose-token "
@@ -96,7 +97,7 @@ class DataSection(_Section):
 
 class ObjectiveSection(_Section):
     flow_shift: float = Field(
-        5.0, gt=0.0, description="timestep shift σ' = shift·σ/(1+(shift-1)·σ) (Wan: 5.0 at 480p, 3.0 is common at 720p)")
+        5.0, gt=0.0, le=100.0, description="timestep shift σ' = shift·σ/(1+(shift-1)·σ) (Wan: 5.0 at 480p, 3.0 is common at 720p)")
     num_train_timesteps: int = Field(1000, ge=1, description="timestep = σ' × this (Wan: 1000)")
     infonce_weight: float = Field(1.0, ge=0.0, description="λ in L = L_flow + λ·L_InfoNCE")
     reference_frame_loss: bool = Field(
@@ -104,14 +105,14 @@ class ObjectiveSection(_Section):
 
 
 class OptimSection(_Section):
-    learning_rate: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the LoRA and the token projection")
+    learning_rate: float = Field(1e-4, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA and the token projection")
     aligner_learning_rate: float | None = Field(
-        None, gt=0.0, description="learning rate of the aligner (tokenizer, pose embedding, dictionary, temperature); "
+        None, gt=0.0, le=1.0, description="learning rate of the aligner (tokenizer, pose embedding, dictionary, temperature); "
         "None = learning_rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW β1")
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="AdamW β2")
-    eps: float = Field(1e-8, gt=0.0, description="AdamW ε")
+    eps: float = Field(1e-8, gt=0.0, le=1.0, description="AdamW ε")
     max_grad_norm: float = Field(1.0, ge=0.0, description="clip the global gradient norm to this (0: no clipping)")
     lr_scheduler: Literal[
         "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import atomic_write
+from ..checkpoints import atomic_write, ensure_writable_dir, remove_stale_temporaries
 
 LOG_NAME = "train.log"
 METRICS_NAME = "metrics.jsonl"
@@ -54,7 +54,8 @@ def setup_logging(output_dir: Path, *, main: bool) -> logging.Logger:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(output_dir)
+        remove_stale_temporaries(output_dir)  # a kill during the final export leaves .<name>.*.tmp behind
         file = logging.FileHandler(output_dir / LOG_NAME, encoding="utf-8")
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         terminal = _TqdmHandler()

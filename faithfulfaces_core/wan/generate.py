@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import FaithfulFacesError
-from .injection import get_pose_injection, install_pose_injection
+from ..numbers import finite_number
+from .injection import PoseTokenSettings, get_pose_injection, install_pose_injection
 from .windows import ContextWindows, latent_frames, windowed_transformer
 
 WAN_FPS = 16
@@ -115,13 +116,14 @@ def _check_batch(batch: int, what: str) -> None:
 def _check_args(steps: int, guidance_scale: float, conditioning_scale: float | Sequence[float], num_vace: int) -> None:
     if int(steps) != steps or steps < 1:
         raise FaithfulFacesError(f"steps {steps} is not allowed: use a whole number ≥ 1 (Wan: 20–50).")
-    if not np.isfinite(guidance_scale) or guidance_scale < 0:
-        raise FaithfulFacesError(f"guidance_scale {guidance_scale} is not allowed: use ≥ 0 (> 1 turns CFG on; Wan: 5).")
+    finite_number(guidance_scale, "guidance_scale (cfg)", low=0, hint="> 1 turns CFG on; Wan: 5")
     if isinstance(conditioning_scale, Sequence) and len(conditioning_scale) != num_vace:
         raise FaithfulFacesError(
             f"conditioning_scale has {len(conditioning_scale)} values but the model has {num_vace} VACE layers: "
             "give one number, or one per VACE layer."
         )
+    for scale in conditioning_scale if isinstance(conditioning_scale, Sequence) else [conditioning_scale]:
+        finite_number(scale, "conditioning_scale (reference strength)", hint="1 = as trained, 0 = no reference")
 
 
 def context_windows(num_frames: int, context_frames: int | None, context_overlap: int, fuse: str,
@@ -189,7 +191,7 @@ def generate(
     ``context_frames`` (video frames per window, 4k+1; None = one window), ``context_overlap``
     (video frames) and ``context_fuse`` (pyramid, flat, overlap-linear) window a long video.
     """
-    from .lora import has_lora, lora_is_fused
+    from .lora import has_lora, kept_lora_scaling, lora_is_fused
 
     if not isinstance(prompt, str):
         raise FaithfulFacesError(
@@ -202,6 +204,8 @@ def generate(
         max_side=transformer.config.rope_max_seq_len * spatial,
     )
     _check_args(steps, guidance_scale, conditioning_scale, len(transformer.config.vace_layers))
+    finite_number(lora_scale, "lora_scale (LoRA strength)", hint="1 = as trained, 0 = off")
+    PoseTokenSettings(pose_strength, pose_start, pose_end, bool(pose_on_negative)).check()
     if pose_tokens is not None:
         if not isinstance(pose_tokens, torch.Tensor) or pose_tokens.ndim != 3:
             raise FaithfulFacesError("pose_tokens must be a [1, M, C] tensor (the aligner's pose tokens) or None.")
@@ -218,6 +222,7 @@ def generate(
 
     injection = get_pose_injection(transformer)
     with ExitStack() as stack:
+        stack.enter_context(kept_lora_scaling(transformer))
         if injection is None and pose_tokens is not None:
             injection = install_pose_injection(transformer)
             stack.callback(injection.remove)
@@ -262,4 +267,24 @@ def generate(
             pipe.maybe_free_model_hooks()
             raise
     frames = np.asarray(out.frames[0], dtype=np.float32)
+    check_decoded_frames(frames)
     return GeneratedVideo(frames=frames, fps=WAN_FPS)
+
+
+def check_decoded_frames(frames: np.ndarray) -> None:
+    """Refuse a decoded video ``[T, H, W, 3]`` that holds no picture: non-finite or one constant value.
+
+    Such a video is never a result (NaN weights, a NaN scale, or an fp16 overflow made it), so it
+    must not be saved as a success.
+    """
+    if not np.isfinite(frames).all():
+        raise FaithfulFacesError(
+            f"The generated video holds non-finite pixels ({int((~np.isfinite(frames)).sum())} of {frames.size}): "
+            "the model overflowed or a weight file holds NaN. Use dtype bf16 or fp32 instead of fp16, and check "
+            "the LoRA and aligner files (re-export or re-train them)."
+        )
+    if frames.size and float(frames.max()) == float(frames.min()):
+        raise FaithfulFacesError(
+            f"The generated video is one constant value ({float(frames.min()):g}) in every pixel of every frame: "
+            "the model produced no picture. Check the LoRA, aligner and model files, and the strengths (try 1)."
+        )

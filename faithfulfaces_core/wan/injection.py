@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FaithfulFacesError
+from ..numbers import finite_number
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -123,11 +124,10 @@ class PoseTokenSettings:
     pose_on_negative: bool = False
 
     def check(self) -> None:
-        if not (math.isfinite(self.strength) and self.strength >= 0):
-            raise FaithfulFacesError(
-                f"Pose strength {self.strength} is not allowed: use a number ≥ 0 (0 = off, 1 = as trained)."
-            )
-        if not (0.0 <= self.start <= self.end <= 1.0):
+        finite_number(self.strength, "Pose strength", low=0, hint="0 = off, 1 = as trained")
+        finite_number(self.start, "Pose start", low=0, high=1, hint="fraction of the denoising steps")
+        finite_number(self.end, "Pose end", low=0, high=1, hint="fraction of the denoising steps")
+        if not self.start <= self.end:
             raise FaithfulFacesError(
                 f"Pose window start={self.start}, end={self.end} is not allowed: use 0 ≤ start ≤ end ≤ 1 "
                 "(fractions of the denoising steps; 0 and 1 = every step)."

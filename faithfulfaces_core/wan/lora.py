@@ -19,10 +19,11 @@ Files (safetensors, FaithfulFaces metadata ``faithfulfaces.kind = lora`` + confi
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -390,6 +391,25 @@ def unload_lora(pipe, adapter_name: str = ADAPTER_NAME) -> None:
     if lora_is_fused(pipe.transformer):
         unfuse_lora(pipe)
     pipe.delete_adapters(adapter_name)
+
+
+@contextlib.contextmanager
+def kept_lora_scaling(transformer) -> Iterator[None]:
+    """Put every LoRA layer's scaling back exactly as it was when the block ends, however it ends.
+
+    diffusers multiplies the scalings by ``lora_scale`` for each forward and divides afterwards;
+    the round trip is not exact in floating point (and a failed call may stop between), so a
+    cached pipeline would drift from run to run. The snapshot makes every call start equal.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    saved = [(m, dict(m.scaling)) for m in transformer.modules() if isinstance(m, BaseTunerLayer)]
+    try:
+        yield
+    finally:
+        for module, scaling in saved:
+            module.scaling.clear()
+            module.scaling.update(scaling)
 
 
 def use_lora(pipe, path: str | os.PathLike | None, *, adapter_name: str = ADAPTER_NAME) -> None:
