@@ -17,6 +17,7 @@ import pytest
 
 from faithfulfaces_core.errors import FaithfulFacesError, MissingDependencyError, MissingModelError
 from faithfulfaces_core.pose import dlib_backend as db
+from faithfulfaces_core.pose import rotation
 from faithfulfaces_core.pose.types import Face, FaceDetector, PoseEstimator
 
 pytest.importorskip("cv2")
@@ -120,10 +121,10 @@ def test_rotation_matches_scipy_and_round_trips():
     for angles in _random_angles(rng, 50, (89.0, 89.0, 89.0)):
         reference = Rotation.from_euler("ZYX", angles[::-1], degrees=True).as_matrix()  # Rz·Ry·Rx
         np.testing.assert_allclose(
-            db._rotation_from_euler(angles), reference, atol=1e-12, err_msg=f"seed {seed}"
+            rotation.rotation_from_euler(angles), reference, atol=1e-12, err_msg=f"seed {seed}"
         )
         np.testing.assert_allclose(
-            db._euler_from_rotation(reference), angles, atol=1e-9, err_msg=f"seed {seed}"
+            rotation.euler_from_rotation(reference), angles, atol=1e-9, err_msg=f"seed {seed}"
         )
         cam = db.camera_rotation_from_euler(angles)
         np.testing.assert_allclose(cam @ cam.T, np.eye(3), atol=1e-12)
@@ -135,17 +136,33 @@ def test_rotation_matches_scipy_and_round_trips():
 
 def test_gimbal_lock_keeps_the_rotation():
     angles = np.array([25.0, 90.0, 10.0])
-    back = db._euler_from_rotation(db._rotation_from_euler(angles))
+    back = rotation.euler_from_rotation(rotation.rotation_from_euler(angles))
     assert back[1] == pytest.approx(90.0) and back[2] == 0.0
-    np.testing.assert_allclose(db._rotation_from_euler(back), db._rotation_from_euler(angles), atol=1e-7)
+    np.testing.assert_allclose(rotation.rotation_from_euler(back), rotation.rotation_from_euler(angles), atol=1e-7)
+
+
+def test_the_numpy_rotation_path_does_not_import_torch():
+    """The dlib backend uses pose/rotation.py on numpy arrays; torch must stay unloaded there."""
+    import subprocess
+
+    code = (
+        "import sys, numpy as np\n"
+        "from faithfulfaces_core.pose import dlib_backend as db, rotation\n"
+        "a = np.array([10.0, -20.0, 5.0])\n"
+        "r = rotation.rotation_from_euler(a)\n"
+        "assert np.allclose(rotation.euler_from_rotation(r), a)\n"
+        "assert np.allclose(db.euler_from_camera_rotation(db.camera_rotation_from_euler(a)), a)\n"
+        "assert np.allclose(rotation.rotation_from_6d(np.r_[r[:, 0], r[:, 1]]), r)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_camera_rotation_agrees_with_the_project_rotation_module():
     """pose/rotation.py derives the same convention independently (image frame with z towards
     the viewer, where ours has z away from the camera): the two differ by that z flip only."""
-    pytest.importorskip("torch")
-    from faithfulfaces_core.pose import rotation
-
     flip_z = np.diag([1.0, 1.0, -1.0])
     rng, seed = _fresh_rng()
     for angles in _random_angles(rng, 20, (89.0, 89.0, 89.0)):
@@ -156,7 +173,7 @@ def test_camera_rotation_agrees_with_the_project_rotation_module():
             err_msg=f"seed {seed}",
         )
         np.testing.assert_allclose(
-            db._rotation_from_euler(angles), rotation.rotation_from_euler(angles), atol=1e-12
+            rotation.rotation_from_euler(angles), rotation.rotation_from_euler(angles), atol=1e-12
         )
 
 

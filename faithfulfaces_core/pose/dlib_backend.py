@@ -25,6 +25,7 @@ import numpy as np
 
 from ..deps import INSTALL_HINTS, require
 from ..errors import FaithfulFacesError, MissingDependencyError, MissingModelError
+from .rotation import camera_rotation_from_euler, euler_from_camera_rotation
 from .types import Face, as_rgb_uint8
 
 DetectorModel = Literal["hog", "cnn"]
@@ -164,46 +165,6 @@ def _mean_face_in_camera_frame(source: np.ndarray) -> np.ndarray:
 
 MEAN_FACE_68: np.ndarray = _mean_face_in_camera_frame(_MEAN_SHAPE_SOURCE)  # [68, 3] mm
 MEAN_FACE_68.setflags(write=False)
-
-# Conjugation between the OpenCV camera frame (y down, z away) and the frame 300W-LP's labels
-# live in (y up, z towards the viewer): both flip y and z.
-_FLIP_YZ = np.diag([1.0, -1.0, -1.0])
-
-
-# ----------------------------------------------------------------------------- rotations
-
-
-def _rotation_from_euler(angles_deg: np.ndarray) -> np.ndarray:
-    """(pitch, yaw, roll) degrees -> ``Rz(roll) · Ry(yaw) · Rx(pitch)`` [3, 3] (6DRepNet's get_R)."""
-    pitch, yaw, roll = np.radians(np.asarray(angles_deg, dtype=np.float64))
-    cx, sx = np.cos(pitch), np.sin(pitch)
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    cz, sz = np.cos(roll), np.sin(roll)
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
-    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
-    return rz @ ry @ rx
-
-
-def _euler_from_rotation(matrix: np.ndarray) -> np.ndarray:
-    """``Rz(roll) · Ry(yaw) · Rx(pitch)`` [3, 3] -> (pitch, yaw, roll) degrees, yaw in [-90, 90]."""
-    r = np.asarray(matrix, dtype=np.float64)
-    sy = float(np.hypot(r[0, 0], r[1, 0]))
-    if sy < 1e-6:  # gimbal lock at |yaw| = 90: roll is folded into pitch
-        return np.degrees([np.arctan2(-r[1, 2], r[1, 1]), np.arctan2(-r[2, 0], sy), 0.0])
-    return np.degrees([np.arctan2(r[2, 1], r[2, 2]), np.arctan2(-r[2, 0], sy), np.arctan2(r[1, 0], r[0, 0])])
-
-
-def camera_rotation_from_euler(angles_deg: np.ndarray) -> np.ndarray:
-    """6DRepNet (pitch, yaw, roll) degrees -> the rotation that takes ``MEAN_FACE_68`` into the
-    OpenCV camera frame (``x_cam = R · x_model + t``), [3, 3]."""
-    return _FLIP_YZ @ _rotation_from_euler(angles_deg).T @ _FLIP_YZ
-
-
-def euler_from_camera_rotation(rotation: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`camera_rotation_from_euler`: model-to-camera rotation -> [3] degrees."""
-    return _euler_from_rotation(_FLIP_YZ @ np.asarray(rotation, dtype=np.float64).T @ _FLIP_YZ)
-
 
 # ----------------------------------------------------------------------------- PnP head pose
 
