@@ -194,7 +194,7 @@ def test_decoding_failure_part_way(tmp_path):
                 pass
     assert 0 < stream.frames_decoded < len(levels)
     ref = VideoRef("bad.mp4", bad)
-    settings = CurationSettings(sampling=FrameSampling(every=1), batch_size=2)
+    settings = CurationSettings.paper(sampling=FrameSampling(every=1), batch_size=2)
     result = curate_video(ref, OneFace(), ZeroPose(), settings, tmp_path / "dataset")
     assert (result.outcome, result.reason) == ("error", "decode_failed")
     assert result.frames_decoded > 2 and len(result.frames) >= 2  # crops had been written before the failure

@@ -77,7 +77,7 @@ def make_corpus(root: Path, *, corrupt: bool = True) -> Path:
 
 def build(videos: Path, out: Path, models=None, **kwargs):
     detector, estimator = models or scripted_models()
-    kwargs.setdefault("settings", CurationSettings(sampling=FrameSampling(every=1), batch_size=2))
+    kwargs.setdefault("settings", CurationSettings.paper(sampling=FrameSampling(every=1), batch_size=2))
     return build_dataset(
         [videos],
         out,
@@ -109,9 +109,13 @@ def test_decisions_are_exact(clean_run):
     done = done_log(clean_run.directory)
     for name, (_, expected, _) in CORPUS.items():
         assert (done[name]["outcome"], done[name]["reason"]) == expected, name
-    assert done["multi_face.mp4"]["detail"] == "frame 2 has 2 faces"
+    assert done["multi_face.mp4"]["detail"] == (
+        "frame 2 has 2 faces (scores 1.000, 1.000; heights 32, 12 px) at min_face_score 0, min_face_size 0"
+    )
     assert done["multi_face.mp4"]["frames_sampled"] == 3  # stopped at the first multi-face frame
     assert done["under_threshold.mp4"]["delta"] == 119.5
+    assert done["under_threshold.mp4"]["ranges"] == [40.0, 50.0, 29.5]  # why it was rejected, per axis
+    assert done["under_threshold.mp4"]["detail"] == "Δ = pitch 40.0 + yaw 50.0 + roll 29.5 = 119.50 < 120"
     assert done["yaw_wrap_small.mp4"]["delta"] == 20.0  # not 340
     kept = {r.key: r for r in clean_run.records}
     assert sorted(kept) == sorted(k for k, (_, e, _) in CORPUS.items() if e[0] == "kept")
@@ -205,7 +209,7 @@ def test_resume_with_other_settings_is_refused(clean_run, corpus):
         build(
             corpus,
             clean_run.directory,
-            settings=CurationSettings(sampling=FrameSampling(every=1), threshold=90),
+            settings=CurationSettings.paper(sampling=FrameSampling(every=1), threshold=90),
         )
 
 
@@ -335,6 +339,7 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
             "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
             "--pose-arg",
             f"angles={angles}",
+            "--paper-rules",
             "--no-progress",
         ]
 
@@ -368,6 +373,7 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
                 "faithfulfaces_core.tiny.scripted:ScriptedDetector",
                 "--detector-arg",
                 f"faces={faces}",
+                "--paper-rules",
                 "--no-progress",
             ]
         )

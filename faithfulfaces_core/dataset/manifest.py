@@ -80,6 +80,9 @@ class VideoRecord(BaseModel):
     height: int = Field(ge=1)
     fps: float | None
     backends: Backends
+    thresholds: dict[str, float | None] = Field(default_factory=dict)  # what counted as a face / a person
+    identity_spread: float | None = None  # max distance of a crop's identity vector to their median
+    identity_dropped: list[int] = Field(default_factory=list)  # frames of other people left out
 
     @model_validator(mode="after")
     def _consistent(self) -> VideoRecord:
