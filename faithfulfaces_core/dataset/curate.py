@@ -124,7 +124,7 @@ class CurationSettings:
     def thresholds(self, detector_name: str) -> dict[str, float | None]:
         """The thresholds this detector runs under (defaults resolved): recorded per video."""
         score = self.min_face_score
-        distance = self.identity_threshold
+        distance = None if self.identity == "off" else self.identity_threshold
         if distance is None and self.identity != "off":
             kind = embedding_kind(detector_name)
             distance = SAME_PERSON_DISTANCE.get(kind) if kind else None
