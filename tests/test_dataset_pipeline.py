@@ -164,6 +164,15 @@ def test_corrupt_files_are_reported_and_the_rest_processed(clean_run):
     assert {e["key"] for e in report["errors"]} == {"corrupt.mp4", "truncated.mp4"}
     assert report["delta"]["count"] == 6 and report["delta"]["min"] == 20.0
     assert sum(report["delta"]["bin_counts"]) == 6
+    # multi_face.mp4 had faces but no Δ: the title used to call the 6 Δs "6 videos with a face"
+    assert report["delta"]["videos_with_face"] == 7
+    from faithfulfaces_core.dataset.report import histogram_title
+
+    assert histogram_title(report["delta"]) == "Pose variation Δ of 6 videos (7 had a face)"
+    rejected = {r["key"]: r for r in report["rejected"]}
+    assert sorted(rejected) == ["multi_face.mp4", "no_face.mp4", "under_threshold.mp4", "yaw_wrap_small.mp4"]
+    assert rejected["under_threshold.mp4"]["ranges"] == [40.0, 50.0, 29.5]
+    assert rejected["multi_face.mp4"]["detail"].startswith("frame 2 has 2 faces (scores 1.000, 1.000")
     assert report["throughput"]["videos"] == len(CORPUS) + 2
     png = (clean_run.directory / "delta_histogram.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -141,7 +141,7 @@ def write_gray_video(
 ) -> None:
     """Encode one solid gray frame per level (0..255) into ``path`` with PyAV (streamed).
 
-    ``size`` is the side (or ``(width, height)``); H.264 at CRF 0 keeps levels within ±1.
+    ``size`` is the side (or ``(width, height)``); H.264 (yuv420p, CRF 0) keeps gray levels within ±1 (``write_video``).
     """
     from ..dataset.encode import write_video
 
