@@ -148,6 +148,13 @@ MIRRORED_LANDMARK_INDEX = np.array(
 )
 MIRRORED_LANDMARK_INDEX.setflags(write=False)
 
+# Landmarks fixed on the skull: nose bridge and base, eye corners, mouth corners. The jaw line
+# (0-16) is the face's outline, made of other 3-D points as the head turns, so a fit to fixed jaw
+# points shrinks turns; eyebrows, eyelids and lips move with expression. The set is its own mirror.
+RIGID_LANDMARKS = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45, 48, 54])
+RIGID_LANDMARKS.setflags(write=False)
+LandmarkSet = Literal["contour", "rigid", "all"]
+
 
 def _mean_face_in_camera_frame(source: np.ndarray) -> np.ndarray:
     """Source mean shape -> OpenCV camera frame (x right, y down, z away from the camera), mm.
@@ -165,6 +172,36 @@ def _mean_face_in_camera_frame(source: np.ndarray) -> np.ndarray:
 
 MEAN_FACE_68: np.ndarray = _mean_face_in_camera_frame(_MEAN_SHAPE_SOURCE)  # [68, 3] mm
 MEAN_FACE_68.setflags(write=False)
+
+JAW_CONTOUR = np.array([j for j in range(17) if j != 8])  # the chin (8) is on the midline: a fixed point
+_RING = np.linspace(-np.pi / 2, np.pi / 2, 181)
+
+
+def _jaw_rings() -> np.ndarray:
+    """``[16, R, 3]``: per jaw-contour point, the horizontal half-ellipse of the 3-D head through it
+    (as wide as the mean face there, as deep as from there to the chin, front half)."""
+    rings = []
+    for j in JAW_CONTOUR:
+        x, y, z = MEAN_FACE_68[j]
+        depth = max(z - MEAN_FACE_68[8, 2], 0.3 * abs(x))
+        rings.append(np.stack([np.sign(x) * abs(x) * np.cos(_RING), np.full_like(_RING, y), z - depth * np.sin(_RING)], -1))
+    return np.stack(rings)
+
+
+JAW_RINGS: np.ndarray = _jaw_rings()
+JAW_RINGS.setflags(write=False)
+
+
+def contour_model(rotation: np.ndarray) -> np.ndarray:
+    """``MEAN_FACE_68`` [68, 3] with each jaw-contour point moved to where the outline of the 3-D jaw
+    is for a head turned by the camera ``rotation`` [3, 3]: the ring point farthest out along the
+    head's on-screen x axis (orthographic outline, on the point's own side)."""
+    outward = rotation[:2, 0] / max(float(np.linalg.norm(rotation[:2, 0])), 1e-9)
+    seen = (JAW_RINGS @ rotation.T)[..., :2] @ outward  # [16, R]
+    side = np.sign(MEAN_FACE_68[JAW_CONTOUR, 0])[:, None]
+    model = MEAN_FACE_68.copy()
+    model[JAW_CONTOUR] = JAW_RINGS[np.arange(len(JAW_CONTOUR)), np.argmax(side * seen, axis=1)]
+    return model
 
 # ----------------------------------------------------------------------------- PnP head pose
 
@@ -197,8 +234,15 @@ def pose_from_landmarks(
     landmarks: np.ndarray,
     image_size: tuple[int, int],
     principal_point: tuple[float, float] | None = None,
+    points: LandmarkSet = "contour",
 ) -> np.ndarray:
     """Head pose of one face from its 68 landmarks by PnP against ``MEAN_FACE_68``.
+
+    ``points="contour"`` (default) starts from the ``RIGID_LANDMARKS`` fit, then fits all 68 points
+    three times against ``contour_model`` of the current pose, so the jaw line is matched to the
+    outline of a 3-D jaw (it anchors pitch) without shrinking turns. ``"rigid"`` fits the rigid
+    points only; ``"all"`` fits all 68 as fixed model points (the paper-era read-out: about
+    0.6-0.7 of the yaw on turned faces).
 
     ``landmarks`` [68, 2] pixels of an image of size ``(H, W)`` -> [3] float64 (pitch, yaw, roll)
     degrees, 6DRepNet's convention. The principal point defaults to the landmarks' mean: the pose
@@ -207,19 +251,29 @@ def pose_from_landmarks(
     default iterative solver can stop in a local minimum with roll near ±180°.
     """
     cv2 = require("cv2", "head pose from dlib landmarks (PnP)")
-    points = _check_landmarks(landmarks, "the face")
+    if points not in ("contour", "rigid", "all"):
+        raise FaithfulFacesError(f"points must be 'contour', 'rigid' or 'all', got {points!r}.")
+    image_points = _check_landmarks(landmarks, "the face")
     if principal_point is None:
-        principal_point = tuple(points.mean(axis=0))
-    ok, rvec, _ = cv2.solvePnP(
-        MEAN_FACE_68, points, camera_matrix(image_size, principal_point), None, flags=cv2.SOLVEPNP_SQPNP
-    )
+        principal_point = tuple(image_points.mean(axis=0))
+    intrinsics = camera_matrix(image_size, principal_point)
+    if points == "all":
+        return euler_from_camera_rotation(_solve_pnp(cv2, MEAN_FACE_68, image_points, intrinsics))
+    rotation = _solve_pnp(cv2, MEAN_FACE_68[RIGID_LANDMARKS], image_points[RIGID_LANDMARKS], intrinsics)
+    for _ in range(3 if points == "contour" else 0):
+        rotation = _solve_pnp(cv2, contour_model(rotation), image_points, intrinsics)
+    return euler_from_camera_rotation(rotation)
+
+
+def _solve_pnp(cv2: Any, model: np.ndarray, image_points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """SQPnP (the global optimum) of ``model`` [N, 3] onto ``image_points`` [N, 2] → camera rotation [3, 3]."""
+    ok, rvec, _ = cv2.solvePnP(model, image_points, intrinsics, None, flags=cv2.SOLVEPNP_SQPNP)
     if not ok:
         raise FaithfulFacesError(
             "PnP found no head pose for these 68 landmarks (degenerate points); check that they "
             "come from DlibFaceDetector on the same image."
         )
-    rotation, _ = cv2.Rodrigues(rvec)
-    return euler_from_camera_rotation(rotation)
+    return cv2.Rodrigues(rvec)[0]
 
 
 def project_mean_face(
@@ -248,10 +302,14 @@ class LandmarkPoseEstimator:
 
     name = "pnp"
 
-    def __init__(self, input_size: int = 224) -> None:
+    def __init__(self, input_size: int = 224, points: LandmarkSet = "contour") -> None:
         if int(input_size) < 1:
             raise FaithfulFacesError(f"input_size must be a positive number of pixels; got {input_size}.")
+        if points not in ("contour", "rigid", "all"):
+            raise FaithfulFacesError(f"points must be 'contour' (default), 'rigid' or 'all', got {points!r}.")
         self.input_size = int(input_size)
+        self.points = points
+        self.name = "pnp" if points == "contour" else f"pnp-{points}"
 
     def estimate(
         self, crops: np.ndarray | None, faces: list[Face], image_sizes: list[tuple[int, int]]
@@ -265,7 +323,7 @@ class LandmarkPoseEstimator:
         out = np.zeros((len(faces), 3), dtype=np.float32)
         for i, (face, size) in enumerate(zip(faces, image_sizes, strict=True)):
             _check_landmarks(face.keypoints, f"face {i}")
-            out[i] = pose_from_landmarks(face.keypoints, (int(size[0]), int(size[1])))
+            out[i] = pose_from_landmarks(face.keypoints, (int(size[0]), int(size[1])), points=self.points)
         return out
 
 
