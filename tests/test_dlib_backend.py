@@ -373,6 +373,19 @@ def test_astronaut_second_hog_detection_is_the_suit_patch(photos, hog):
     assert patch.box[1] > 300  # the mission patch on the suit's chest
 
 
+def test_cnn_retry_only_where_hog_finds_no_face(photos):
+    pytest.importorskip("dlib")
+    turned = np.ascontiguousarray(np.rot90(photos["astronaut"]))  # a face on its side: HOG finds none
+    hog = db.DlibFaceDetector("hog", upsample=0, min_score=0.25)
+    retry = db.DlibFaceDetector("hog", upsample=0, min_score=0.25, cnn_retry=True)
+    assert retry.name == "dlib-hog+cnn" and hog.detect(turned) == []
+    (face,) = retry.detect(turned)
+    cnn = db.DlibFaceDetector("cnn", upsample=0).detect(turned)
+    assert [face] == cnn
+    upright = photos["astronaut"]
+    assert retry.detect(upright) == hog.detect(upright)  # HOG found a face: no CNN result mixed in
+
+
 def test_cnn_detector_on_the_portraits(photos):
     pytest.importorskip("dlib")
     detector = db.DlibFaceDetector("cnn", upsample=0)

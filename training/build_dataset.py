@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--detector",
         default="insightface",
-        help="face detector: insightface, dlib-hog, dlib-cnn, or a factory package.module:callable",
+        help="face detector: insightface, dlib-hog, dlib-cnn, dlib-hog+cnn (HOG, CNN on frames where HOG "
+        "finds no face), or a factory package.module:callable",
     )
     b.add_argument(
         "--insightface-pack",
@@ -241,7 +242,7 @@ def model_specs(args: argparse.Namespace) -> tuple:
     if args.identity != "off" and not args.paper_rules:  # the identity step reads Face.embedding
         if args.detector == "insightface":
             det_kwargs.setdefault("modules", ["detection", "recognition"])
-        elif args.detector in ("dlib-hog", "dlib-cnn"):
+        elif args.detector in ("dlib-hog", "dlib-cnn", "dlib-hog+cnn"):
             det_kwargs.setdefault("with_embeddings", True)
     pose_kwargs = _kwargs(args.pose_arg, "--pose-arg")
     if args.pose == "6drepnet":

@@ -44,8 +44,9 @@ IdentityMode = Literal["off", "reject", "dominant"]
 
 # Score below which a detection is not a face, per detector (Face.score scales differ): dlib's HOG
 # fires at scores near 0 on background texture (0.007 on a crowd), 0.25 is the score the dlib
-# backend's docs recommend; dlib's CNN and InsightFace already apply their own thresholds.
-MIN_FACE_SCORE: dict[str, float] = {"dlib-hog": 0.25, "dlib-cnn": 0.0, "insightface": 0.5}
+# backend's docs recommend; dlib's CNN and InsightFace already apply their own thresholds, and
+# "dlib-hog+cnn" mixes two score scales, so its HOG threshold is the detector's own min_score.
+MIN_FACE_SCORE: dict[str, float] = {"dlib-hog": 0.25, "dlib-hog+cnn": 0.0, "dlib-cnn": 0.0, "insightface": 0.5}
 
 
 def default_min_face_score(detector_name: str) -> float:

@@ -476,6 +476,9 @@ class DlibFaceDetector:
     threshold (HOG score or CNN confidence; the two scales differ). Faces come largest first, with
     ``keypoints`` = the 68 landmarks [68, 2] in image pixels (which may lie outside the image)
     and, with ``with_embeddings``, the 128-D identity vector; boxes are clipped to the image.
+    ``cnn_retry`` (HOG only): when HOG finds no face in an image, run the CNN detector on that
+    image (profiles HOG cannot see), so the CNN's cost is paid only on face-less frames; the
+    retried faces carry CNN confidences (``min_score`` is not applied to them).
     """
 
     def __init__(
@@ -485,6 +488,7 @@ class DlibFaceDetector:
         min_score: float = 0.0,
         with_embeddings: bool = False,
         models_dir: str | Path | None = None,
+        cnn_retry: bool = False,
     ) -> None:
         if model not in ("hog", "cnn"):
             raise FaithfulFacesError(f"Unknown dlib detector {model!r}; use 'hog' or 'cnn'.")
@@ -499,13 +503,18 @@ class DlibFaceDetector:
         self.upsample = upsample
         self.min_score = float(min_score)
         self._detector = dlib.get_frontal_face_detector() if model == "hog" else _load("cnn", models_dir)
+        self._retry = _load("cnn", models_dir) if cnn_retry and model == "hog" else None
+        if self._retry is not None:
+            self.name = "dlib-hog+cnn"
         self._predictor = _load("landmarks", models_dir)
         self.embedder = DlibFaceEmbedder(models_dir) if with_embeddings else None
 
     def _find(self, image: np.ndarray) -> list[tuple[Any, float]]:
         if self.model == "hog":
             rects, scores, _ = self._detector.run(image, self.upsample, self.min_score)
-            return list(zip(rects, (float(s) for s in scores), strict=True))
+            if len(rects) or self._retry is None:
+                return list(zip(rects, (float(s) for s in scores), strict=True))
+            return [(d.rect, float(d.confidence)) for d in self._retry(image, self.upsample)]
         found = self._detector(image, self.upsample)
         return [(d.rect, float(d.confidence)) for d in found if d.confidence >= self.min_score]
 
