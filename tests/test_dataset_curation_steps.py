@@ -243,3 +243,63 @@ def test_real_people_arranged_as_a_video(tmp_path):
     (record,) = run("dominant").records
     assert record.frame_indices == [0, 1, 2, 3] and record.identity_dropped == [4, 5, 6]
     assert record.identity_spread < 0.6  # the same photograph, mirrored and shifted
+
+
+# ----------------------------------------------------------------------------- shots
+
+SHOT_ANGLES = {16: (0.0, 0.0, 0.0), 24: (40.0, 50.0, 30.0), 200: (0.0, 0.0, 0.0), 208: (5.0, 5.0, 5.0)}
+
+
+def _shot_build(videos: Path, out: Path, **kwargs):
+    return build_dataset(
+        [videos],
+        out,
+        detector=ScriptedDetector({k: [BOX] for k in SHOT_ANGLES}),
+        estimator=ScriptedPoseEstimator(SHOT_ANGLES, input_size=32),
+        captioner=SidecarCaptioner(),
+        settings=CurationSettings(
+            sampling=FrameSampling(every=1), identity="off", shots=True, shot_min_frames=5
+        ),
+        progress=False,
+        print_summary=False,
+        **kwargs,
+    )
+
+
+def test_shots_are_samples_and_resume(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    # two cuts made here: a turning person (16/24), then a still one (200/208), then the first again
+    levels = [16, 24] * 10 + [200, 208] * 10 + [24, 16] * 4
+    write_gray_video(videos / "clip.mp4", levels)
+    (videos / "clip.txt").write_text("a person turns")
+    result = _shot_build(videos, tmp_path / "out")
+    done = {r["key"]: r for r in map(json.loads, (result.directory / "done.jsonl").read_text().splitlines())}
+    assert sorted(done) == ["clip.mp4#shot000", "clip.mp4#shot001", "clip.mp4#shot002"]
+    assert all(r["source"] == "clip.mp4" and r["shots"] == 3 for r in done.values())
+    assert done["clip.mp4#shot001"]["reason"] == "low_pose_variation"
+    assert done["clip.mp4#shot001"]["ranges"] == [5.0, 5.0, 5.0]
+    kept = {r.key: r for r in result.records}
+    assert sorted(kept) == ["clip.mp4#shot000", "clip.mp4#shot002"]
+    assert kept["clip.mp4#shot000"].frame_range == (0, 20) and kept["clip.mp4#shot000"].frame_indices == list(range(20))
+    assert kept["clip.mp4#shot002"].frame_range == (40, 48) and kept["clip.mp4#shot002"].frame_indices == list(range(40, 48))
+    assert (kept["clip.mp4#shot002"].first_frame, kept["clip.mp4#shot002"].length) == (40, 8)
+    manifest = (result.directory / "manifest.jsonl").read_text()
+
+    assert _shot_build(videos, tmp_path / "out").processed == 0  # every shot done: the video is skipped
+    # a run killed part-way through a video: it is processed again, only the missing shot committed
+    lines = [line for line in (result.directory / "done.jsonl").read_text().splitlines() if "shot001" not in line]
+    (result.directory / "done.jsonl").write_text("\n".join(lines) + "\n")
+    again = _shot_build(videos, tmp_path / "out")
+    assert again.processed == 1 and (result.directory / "manifest.jsonl").read_text() == manifest
+
+
+def test_shot_detection_without_cuts_and_on_a_broken_file(tmp_path):
+    from faithfulfaces_core.dataset.decode import VideoReadError
+    from faithfulfaces_core.dataset.shots import detect_shots
+
+    write_gray_video(tmp_path / "still.mp4", [16, 24] * 6)
+    assert detect_shots(tmp_path / "still.mp4", min_frames=5) == [(0, 12)]
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoReadError, match="broken.mp4"):
+        detect_shots(tmp_path / "broken.mp4")

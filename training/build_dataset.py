@@ -189,8 +189,8 @@ def _add_curation_steps(b: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--paper-rules",
         action="store_true",
-        help="the paper's rule exactly: every detected face counts, full-size detection, no identity step "
-        "(overrides the four options below)",
+        help="the paper's rule exactly: every detected face counts, full-size detection, no identity step, "
+        "no shots (overrides the options below)",
     )
     b.add_argument(
         "--min-face-score",
@@ -227,6 +227,14 @@ def _add_curation_steps(b: argparse.ArgumentParser) -> None:
         help="identity-vector distance below which two faces are the same person; None means the "
         "recognition model's (dlib 0.6, ArcFace 1.1)",
     )
+    b.add_argument(
+        "--shots",
+        action="store_true",
+        help="first split each video at its cuts (PySceneDetect content detector) and curate each shot "
+        "as its own sample",
+    )
+    b.add_argument("--shot-threshold", type=float, default=27.0, help="content-detector threshold for a cut")
+    b.add_argument("--shot-min-frames", type=int, default=15, help="shortest shot, in frames")
 
 
 def model_specs(args: argparse.Namespace) -> tuple:
@@ -302,6 +310,9 @@ def run_build(args: argparse.Namespace) -> int:
             det_size=args.det_size,
             identity=args.identity,
             identity_threshold=args.identity_threshold,
+            shots=args.shots,
+            shot_threshold=args.shot_threshold,
+            shot_min_frames=args.shot_min_frames,
         )
     )
     detector, estimator, captioner = model_specs(args)

@@ -70,11 +70,14 @@ class CurationSettings:
     identity: IdentityMode = "dominant"
     identity_threshold: float | None = None  # None: SAME_PERSON_DISTANCE of the detector's embeddings
     identity_min_share: float = 0.5  # "dominant": the person must own at least this share of frames
+    shots: bool = False  # split videos at cuts first; each shot is a sample
+    shot_threshold: float = 27.0  # PySceneDetect ContentDetector threshold
+    shot_min_frames: int = 15
 
     @classmethod
     def paper(cls, **overrides) -> CurationSettings:
         """The paper's rule exactly: every detected face counts, full-size detection, no identity step."""
-        base = {"min_face_score": 0.0, "min_face_size": 0.0, "det_size": None, "identity": "off"}
+        base = {"min_face_score": 0.0, "min_face_size": 0.0, "det_size": None, "identity": "off", "shots": False}
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:
@@ -104,6 +107,10 @@ class CurationSettings:
             raise FaithfulFacesError(f"identity must be 'off', 'reject' or 'dominant', got {self.identity!r}.")
         if self.identity_threshold is not None and not self.identity_threshold > 0:
             raise FaithfulFacesError(f"identity_threshold must be > 0, got {self.identity_threshold}.")
+        if self.shot_min_frames < 1 or not self.shot_threshold > 0:
+            raise FaithfulFacesError(
+                f"shot_min_frames must be >= 1 and shot_threshold > 0, got {self.shot_min_frames}, {self.shot_threshold}."
+            )
         if not 0.0 < self.identity_min_share <= 1.0:
             raise FaithfulFacesError(f"identity_min_share must be in (0, 1], got {self.identity_min_share}.")
 
@@ -120,6 +127,9 @@ class CurationSettings:
             "identity": self.identity,
             "identity_threshold": self.identity_threshold,
             "identity_min_share": self.identity_min_share,
+            "shots": self.shots,
+            "shot_threshold": self.shot_threshold,
+            "shot_min_frames": self.shot_min_frames,
         }
 
     def thresholds(self, detector_name: str) -> dict[str, float | None]:
@@ -172,6 +182,8 @@ class VideoCuration:
     thresholds: dict = field(default_factory=dict)
     identity_spread: float | None = None
     identity_dropped: list[int] = field(default_factory=list)  # frames of other people ("dominant")
+    source: str | None = None  # the video's key, when this sample is one of its shots
+    shots: int | None = None  # how many shots that video has
 
     @property
     def kept(self) -> bool:
@@ -193,6 +205,8 @@ class VideoCuration:
             delta=self.delta,
             ranges=self.ranges,
             identity_spread=self.identity_spread,
+            source=self.source,
+            shots=self.shots,
             seconds=round(self.seconds, 4),
         )
 
@@ -226,6 +240,7 @@ class VideoCuration:
             thresholds=self.thresholds,
             identity_spread=self.identity_spread,
             identity_dropped=self.identity_dropped,
+            frame_range=self.ref.frames,
         )
 
 
@@ -404,7 +419,7 @@ def curate_video(
 
     multiple: str | None = None
     try:
-        with VideoStream(ref.path, settings.sampling) as stream:
+        with VideoStream(ref.path, settings.sampling, ref.frames) as stream:
             result.info = stream.info
             try:
                 for frame in stream:

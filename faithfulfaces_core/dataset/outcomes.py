@@ -58,6 +58,8 @@ class DoneRecord(BaseModel):
     delta: float | None = None
     ranges: tuple[float, float, float] | None = None  # circular range of pitch, yaw, roll
     identity_spread: float | None = None
+    source: str | None = None  # for a shot: the key of its video
+    shots: int | None = None  # for a shot: how many shots its video has
     seconds: float = 0.0
 
     @model_validator(mode="after")
