@@ -9,8 +9,12 @@ where the face is) through ``build_dataset`` with
      random weights) on torch (the pose model's cost on top).
 Memory: peak RSS of a fresh process building one short video and one 10× longer video (it
 must stay flat: frames are streamed and crops are written as they are estimated).
+Curation stages (``--stages``): a 1280×720 clip of real photographs (with cuts and face-less
+frames) through dlib HOG + PnP with each stage beyond the paper on and off, beside decode alone
+and decode + detection at the det size (the goal: the pipeline at >= 0.8 of the latter).
 
     python benchmarks/bench_dataset.py [--videos 8] [--frames 50] [--size 640x360]
+    python benchmarks/bench_dataset.py --stages [--stage-frames 24]
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
 
 from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video  # noqa: E402
 
@@ -65,7 +71,7 @@ def run_build(videos: Path, out: Path, width: int, height: int, *, workers: int,
         detector=ScriptedDetector(faces),
         estimator=estimator,
         captioner=SidecarCaptioner(),
-        settings=CurationSettings(sampling=FrameSampling(every=1)),
+        settings=CurationSettings.paper(sampling=FrameSampling(every=1)),
         workers=workers,
         progress=False,
         print_summary=False,
@@ -129,6 +135,91 @@ def measure_memory(tmp: Path, frames: int, width: int, height: int, pose: str) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _stage_clip(path: Path, frames: int) -> None:
+    """1280×720: three people in turn (the astronaut, Tom Hanks, one of t1.jpg's group; two cuts),
+    every 6th frame blank. One face per frame, so no rule stops a video early."""
+    import importlib.util
+
+    from PIL import Image
+
+    from faithfulfaces_core.dataset.encode import write_video
+
+    def photo(pkg: str, rel: str, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        root = Path(next(iter(importlib.util.find_spec(pkg).submodule_search_locations)))
+        image = Image.open(root / rel).convert("RGB")
+        image = image.crop(box) if box else image
+        canvas = Image.new("RGB", (1280, 720), (90, 90, 90))
+        canvas.paste(image.resize((round(image.width * 600 / image.height), 600)), (400, 60))
+        return np.asarray(canvas)
+
+    shots = [
+        photo("skimage", "data/astronaut.png", (110, 0, 350, 260)),
+        photo("insightface", "data/images/Tom_Hanks_54745.png"),
+        photo("insightface", "data/images/t1.jpg", (820, 10, 1050, 260)),
+    ]
+    blank = np.full((720, 1280, 3), 90, np.uint8)
+    write_video(path, [blank if i % 6 == 5 else shots[3 * i // frames] for i in range(frames)], fps=25)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def curation_stages(tmp: Path, frames: int) -> None:
+    from faithfulfaces_core.dataset.build import build_dataset
+    from faithfulfaces_core.dataset.captions import SidecarCaptioner
+    from faithfulfaces_core.dataset.curate import CurationSettings, _detect
+    from faithfulfaces_core.dataset.decode import FrameSampling, VideoStream
+    from faithfulfaces_core.pose.dlib_backend import DlibFaceDetector, LandmarkPoseEstimator
+
+    corpus = tmp / "stages"
+    corpus.mkdir()
+    _stage_clip(corpus / "clip.mp4", frames)
+    (corpus / "clip.txt").write_text("people")
+    every = FrameSampling(every=1)
+    hog = DlibFaceDetector("hog", 1, 0.25)
+    hog_embed = DlibFaceDetector("hog", 1, 0.25, with_embeddings=True)
+
+    def decode(det_size=None, detector=None):
+        with VideoStream(corpus / "clip.mp4", every) as stream:
+            for frame in stream:
+                if detector is not None:
+                    _detect(detector, frame.image, det_size)
+
+    def pipeline(detector, **settings):
+        out = tmp / f"stage_{len(list(tmp.iterdir()))}"
+        build_dataset([corpus], out, detector=detector, estimator=LandmarkPoseEstimator(),
+                      captioner=SidecarCaptioner(), settings=CurationSettings(sampling=every, threshold=0.0, **settings),
+                      progress=False, print_summary=False)
+
+    paper = dict(min_face_score=0.0, min_face_size=0.0, identity="off")
+    rows = [
+        ("decode only", lambda: decode()),
+        ("decode + HOG at full size", lambda: decode(None, hog)),
+        ("decode + HOG at det size 640", lambda: decode(640, hog)),
+        ("pipeline, paper rules (HOG full size)", lambda: pipeline(hog, **paper)),
+        ("pipeline, det size 640", lambda: pipeline(hog, **{**paper, "det_size": 640})),
+        ("pipeline, det size 640 + thresholds", lambda: pipeline(hog, det_size=640, identity="off")),
+        ("pipeline, det size 640 + thresholds + identity", lambda: pipeline(hog_embed, det_size=640)),
+        ("pipeline, all of the above + shots", lambda: pipeline(hog_embed, det_size=640, shots=True)),
+        ("pipeline, det size 640 + CNN retry on face-less frames",
+         lambda: pipeline(DlibFaceDetector("hog", 1, 0.25, cnn_retry=True), det_size=640, identity="off")),
+    ]
+    print(f"\n| stage ({frames} frames 1280×720, every frame sampled, dlib HOG upsample 1 + PnP) | s | frames/s |")
+    print("|---|---:|---:|")
+    rates = {}
+    for name, fn in rows:
+        seconds = _timed(fn)
+        rates[name] = frames / seconds
+        print(f"| {name} | {seconds:.2f} | {frames / seconds:.1f} |")
+    goal = rates["pipeline, det size 640 + thresholds + identity"] / rates["decode + HOG at det size 640"]
+    full = rates["pipeline, paper rules (HOG full size)"] / rates["decode + HOG at full size"]
+    print(f"\npipeline, paper rules / (decode + detect at full size) = {full:.2f}")
+    print(f"\npipeline (det size 640, thresholds, identity) / (decode + detect at det size 640) = {goal:.2f} (goal >= 0.8)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,12 +232,18 @@ def main() -> None:
     parser.add_argument(
         "--pose-videos", type=int, default=2, help="videos for the 6DRepNet run (slow on CPU)"
     )
+    parser.add_argument("--stages", action="store_true", help="only the curation-stage table (real dlib models)")
+    parser.add_argument("--stage-frames", type=int, default=24, help="frames of the curation-stage clip")
     parser.add_argument("--child-memory", nargs=2, metavar=("VIDEO", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--pose", default="scripted", help=argparse.SUPPRESS)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.child_memory:
         child_memory(*args.child_memory, width, height, args.pose)
+        return
+    if args.stages:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            curation_stages(Path(tmp_name), args.stage_frames)
         return
 
     import torch

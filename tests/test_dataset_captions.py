@@ -109,7 +109,7 @@ def test_a_kept_video_without_caption_is_rejected_and_the_run_goes_on(tmp_path):
         detector=ScriptedDetector({16: box, 24: box}),
         estimator=ScriptedPoseEstimator({16: (0, 0, 0), 24: (90, 90, 0)}),
         captioner=SidecarCaptioner(),
-        settings=CurationSettings(sampling=FrameSampling(every=1)),
+        settings=CurationSettings.paper(sampling=FrameSampling(every=1)),
         progress=False,
         print_summary=False,
     )

@@ -194,7 +194,7 @@ def test_decoding_failure_part_way(tmp_path):
                 pass
     assert 0 < stream.frames_decoded < len(levels)
     ref = VideoRef("bad.mp4", bad)
-    settings = CurationSettings(sampling=FrameSampling(every=1), batch_size=2)
+    settings = CurationSettings.paper(sampling=FrameSampling(every=1), batch_size=2)
     result = curate_video(ref, OneFace(), ZeroPose(), settings, tmp_path / "dataset")
     assert (result.outcome, result.reason) == ("error", "decode_failed")
     assert result.frames_decoded > 2 and len(result.frames) >= 2  # crops had been written before the failure
@@ -204,3 +204,18 @@ def test_decoding_failure_part_way(tmp_path):
         VideoRef("good.mp4", tmp_path / "good.mp4"), OneFace(), ZeroPose(), settings, tmp_path / "d2"
     )
     assert (good.outcome, good.reason, good.frames_decoded) == ("rejected", "low_pose_variation", len(levels))
+
+
+def test_what_encoding_keeps(tmp_path):
+    """yuv420p at CRF 0 keeps gray levels within ±1 but not colour detail; lossless=True keeps all."""
+    from faithfulfaces_core.dataset.encode import write_video
+
+    rng = np.random.default_rng()
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    gray = np.full((64, 64, 3), int(rng.integers(10, 245)), np.uint8)
+    for name, image, lossy_max in (("noise", noise, 100), ("gray", gray, 1)):
+        write_video(tmp_path / f"{name}.mp4", [image, image])
+        error = np.abs(read_frames(tmp_path / f"{name}.mp4", [0])[0].astype(int) - image).max()
+        assert (error > lossy_max) if name == "noise" else (error <= lossy_max)
+        write_video(tmp_path / f"{name}_rgb.mp4", [image, image], lossless=True)
+        np.testing.assert_array_equal(read_frames(tmp_path / f"{name}_rgb.mp4", [0, 1])[1], image)

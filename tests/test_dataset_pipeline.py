@@ -77,7 +77,7 @@ def make_corpus(root: Path, *, corrupt: bool = True) -> Path:
 
 def build(videos: Path, out: Path, models=None, **kwargs):
     detector, estimator = models or scripted_models()
-    kwargs.setdefault("settings", CurationSettings(sampling=FrameSampling(every=1), batch_size=2))
+    kwargs.setdefault("settings", CurationSettings.paper(sampling=FrameSampling(every=1), batch_size=2))
     return build_dataset(
         [videos],
         out,
@@ -109,9 +109,13 @@ def test_decisions_are_exact(clean_run):
     done = done_log(clean_run.directory)
     for name, (_, expected, _) in CORPUS.items():
         assert (done[name]["outcome"], done[name]["reason"]) == expected, name
-    assert done["multi_face.mp4"]["detail"] == "frame 2 has 2 faces"
+    assert done["multi_face.mp4"]["detail"] == (
+        "frame 2 has 2 faces (scores 1.000, 1.000; heights 32, 12 px) at min_face_score 0, min_face_size 0"
+    )
     assert done["multi_face.mp4"]["frames_sampled"] == 3  # stopped at the first multi-face frame
     assert done["under_threshold.mp4"]["delta"] == 119.5
+    assert done["under_threshold.mp4"]["ranges"] == [40.0, 50.0, 29.5]  # why it was rejected, per axis
+    assert done["under_threshold.mp4"]["detail"] == "Δ = pitch 40.0 + yaw 50.0 + roll 29.5 = 119.50 < 120"
     assert done["yaw_wrap_small.mp4"]["delta"] == 20.0  # not 340
     kept = {r.key: r for r in clean_run.records}
     assert sorted(kept) == sorted(k for k, (_, e, _) in CORPUS.items() if e[0] == "kept")
@@ -160,6 +164,15 @@ def test_corrupt_files_are_reported_and_the_rest_processed(clean_run):
     assert {e["key"] for e in report["errors"]} == {"corrupt.mp4", "truncated.mp4"}
     assert report["delta"]["count"] == 6 and report["delta"]["min"] == 20.0
     assert sum(report["delta"]["bin_counts"]) == 6
+    # multi_face.mp4 had faces but no Δ: the title used to call the 6 Δs "6 videos with a face"
+    assert report["delta"]["videos_with_face"] == 7
+    from faithfulfaces_core.dataset.report import histogram_title
+
+    assert histogram_title(report["delta"]) == "Pose variation Δ of 6 videos (7 had a face)"
+    rejected = {r["key"]: r for r in report["rejected"]}
+    assert sorted(rejected) == ["multi_face.mp4", "no_face.mp4", "under_threshold.mp4", "yaw_wrap_small.mp4"]
+    assert rejected["under_threshold.mp4"]["ranges"] == [40.0, 50.0, 29.5]
+    assert rejected["multi_face.mp4"]["detail"].startswith("frame 2 has 2 faces (scores 1.000, 1.000")
     assert report["throughput"]["videos"] == len(CORPUS) + 2
     png = (clean_run.directory / "delta_histogram.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -205,7 +218,7 @@ def test_resume_with_other_settings_is_refused(clean_run, corpus):
         build(
             corpus,
             clean_run.directory,
-            settings=CurationSettings(sampling=FrameSampling(every=1), threshold=90),
+            settings=CurationSettings.paper(sampling=FrameSampling(every=1), threshold=90),
         )
 
 
@@ -335,6 +348,7 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
             "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
             "--pose-arg",
             f"angles={angles}",
+            "--paper-rules",
             "--no-progress",
         ]
 
@@ -368,6 +382,7 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
                 "faithfulfaces_core.tiny.scripted:ScriptedDetector",
                 "--detector-arg",
                 f"faces={faces}",
+                "--paper-rules",
                 "--no-progress",
             ]
         )

@@ -86,7 +86,7 @@ def test_real_backends_in_workers_match_estimate_face_poses(setup):
         detector=detector,
         estimator=estimator,
         captioner=SidecarCaptioner(),
-        settings=CurationSettings(sampling=FrameSampling(every=1), threshold=0.0, batch_size=3),
+        settings=CurationSettings.paper(sampling=FrameSampling(every=1), threshold=0.0, batch_size=3),
         workers=2,
         threads_per_worker=1,
         progress=False,

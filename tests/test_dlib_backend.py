@@ -17,7 +17,9 @@ import pytest
 
 from faithfulfaces_core.errors import FaithfulFacesError, MissingDependencyError, MissingModelError
 from faithfulfaces_core.pose import dlib_backend as db
+from faithfulfaces_core.pose import rotation
 from faithfulfaces_core.pose.types import Face, FaceDetector, PoseEstimator
+from faithfulfaces_core.tiny.landmarks import silhouette_landmarks
 
 pytest.importorskip("cv2")
 
@@ -120,10 +122,10 @@ def test_rotation_matches_scipy_and_round_trips():
     for angles in _random_angles(rng, 50, (89.0, 89.0, 89.0)):
         reference = Rotation.from_euler("ZYX", angles[::-1], degrees=True).as_matrix()  # Rz·Ry·Rx
         np.testing.assert_allclose(
-            db._rotation_from_euler(angles), reference, atol=1e-12, err_msg=f"seed {seed}"
+            rotation.rotation_from_euler(angles), reference, atol=1e-12, err_msg=f"seed {seed}"
         )
         np.testing.assert_allclose(
-            db._euler_from_rotation(reference), angles, atol=1e-9, err_msg=f"seed {seed}"
+            rotation.euler_from_rotation(reference), angles, atol=1e-9, err_msg=f"seed {seed}"
         )
         cam = db.camera_rotation_from_euler(angles)
         np.testing.assert_allclose(cam @ cam.T, np.eye(3), atol=1e-12)
@@ -135,17 +137,33 @@ def test_rotation_matches_scipy_and_round_trips():
 
 def test_gimbal_lock_keeps_the_rotation():
     angles = np.array([25.0, 90.0, 10.0])
-    back = db._euler_from_rotation(db._rotation_from_euler(angles))
+    back = rotation.euler_from_rotation(rotation.rotation_from_euler(angles))
     assert back[1] == pytest.approx(90.0) and back[2] == 0.0
-    np.testing.assert_allclose(db._rotation_from_euler(back), db._rotation_from_euler(angles), atol=1e-7)
+    np.testing.assert_allclose(rotation.rotation_from_euler(back), rotation.rotation_from_euler(angles), atol=1e-7)
+
+
+def test_the_numpy_rotation_path_does_not_import_torch():
+    """The dlib backend uses pose/rotation.py on numpy arrays; torch must stay unloaded there."""
+    import subprocess
+
+    code = (
+        "import sys, numpy as np\n"
+        "from faithfulfaces_core.pose import dlib_backend as db, rotation\n"
+        "a = np.array([10.0, -20.0, 5.0])\n"
+        "r = rotation.rotation_from_euler(a)\n"
+        "assert np.allclose(rotation.euler_from_rotation(r), a)\n"
+        "assert np.allclose(db.euler_from_camera_rotation(db.camera_rotation_from_euler(a)), a)\n"
+        "assert np.allclose(rotation.rotation_from_6d(np.r_[r[:, 0], r[:, 1]]), r)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_camera_rotation_agrees_with_the_project_rotation_module():
     """pose/rotation.py derives the same convention independently (image frame with z towards
     the viewer, where ours has z away from the camera): the two differ by that z flip only."""
-    pytest.importorskip("torch")
-    from faithfulfaces_core.pose import rotation
-
     flip_z = np.diag([1.0, 1.0, -1.0])
     rng, seed = _fresh_rng()
     for angles in _random_angles(rng, 20, (89.0, 89.0, 89.0)):
@@ -156,7 +174,7 @@ def test_camera_rotation_agrees_with_the_project_rotation_module():
             err_msg=f"seed {seed}",
         )
         np.testing.assert_allclose(
-            db._rotation_from_euler(angles), rotation.rotation_from_euler(angles), atol=1e-12
+            rotation.rotation_from_euler(angles), rotation.rotation_from_euler(angles), atol=1e-12
         )
 
 
@@ -200,25 +218,45 @@ def test_pnp_recovers_known_angles_from_300wlp_rendering():
     for angles in _random_angles(rng, 40):
         centre = (float(rng.uniform(100, 540)), float(rng.uniform(100, 380)))
         points = _render_300wlp(angles, SIZE, centre)
-        exact = db.pose_from_landmarks(points, SIZE, principal_point=centre)
+        exact = db.pose_from_landmarks(points, SIZE, principal_point=centre, points="all")
         np.testing.assert_allclose(exact, angles, atol=1e-5, err_msg=f"seed {seed}")
-        default = db.pose_from_landmarks(points, SIZE)  # principal point at the landmarks' mean
+        default = db.pose_from_landmarks(points, SIZE, points="all")  # principal point at the landmarks' mean
         np.testing.assert_allclose(default, angles, atol=0.25, err_msg=f"seed {seed}")
 
 
-def test_pnp_under_landmark_noise():
-    """2% of the eye distance (about 2 px here): the benchmark's 95th percentile is about 1°."""
+@pytest.mark.parametrize("points, worst, median", [("all", 5.0, 1.0), ("rigid", 10.0, 1.5), ("contour", 16.0, 2.0)])
+def test_pnp_under_landmark_noise(points, worst, median):
+    """2% of the eye distance (about 2 px here). Measured over 1000 faces: all 68 points median
+    0.28°, worst 2.3°; the 15 rigid points median 1.1°, 99th percentile 5.7°, worst 8.1° (fewer
+    points: more noise, no jaw bias); the contour fit (default) median 1.3°, 99th percentile 10.3°,
+    worst 13.5° (this rendering keeps the jaw points fixed, which the contour model does not expect)."""
     rng, seed = _fresh_rng()
     angles = _random_angles(rng, 100, (20.0, 60.0, 20.0))
     errors = []
     for a in angles:
-        points = db.project_mean_face(a, SIZE)
-        eye = np.linalg.norm(points[45] - points[36]) / np.cos(np.radians(a[1]))
-        points = points + rng.normal(0.0, 0.02 * eye, points.shape)
-        errors.append(np.abs(db.pose_from_landmarks(points, SIZE) - a))
+        landmarks = db.project_mean_face(a, SIZE)
+        eye = np.linalg.norm(landmarks[45] - landmarks[36]) / np.cos(np.radians(a[1]))
+        landmarks = landmarks + rng.normal(0.0, 0.02 * eye, landmarks.shape)
+        errors.append(np.abs(db.pose_from_landmarks(landmarks, SIZE, points=points) - a))
     errors = np.array(errors)
-    assert errors.max() < 5.0, f"seed {seed}: worst {errors.max(axis=0)}"
-    assert np.median(errors) < 1.0, f"seed {seed}"
+    assert errors.max() < worst, f"seed {seed}: worst {errors.max(axis=0)}"
+    assert np.median(errors) < median, f"seed {seed}"
+
+
+def test_rigid_points_read_turns_at_full_size():
+    """Jaw points that are the silhouette of a 3-D jaw (as on photographs): fitting them as fixed
+    model points shrinks yaw (gain 0.81 here); the rigid points and the contour model (whose jaw
+    outline follows the pose, as the rendering's does) read it at full size."""
+    rng, seed = _fresh_rng()
+    truth = np.stack([rng.uniform(-10, 10, 30), rng.uniform(-60, 60, 30), rng.uniform(-10, 10, 30)], 1)
+    gains = {}
+    for points in ("all", "rigid", "contour"):
+        est = np.array([db.pose_from_landmarks(silhouette_landmarks(a, SIZE), SIZE, points=points) for a in truth])
+        gains[points] = float(truth[:, 1] @ est[:, 1] / (truth[:, 1] @ truth[:, 1]))
+        if points != "all":
+            np.testing.assert_allclose(est, truth, atol=2.0, err_msg=f"seed {seed} {points}")
+    assert 0.9 <= gains["rigid"] <= 1.1 and 0.9 <= gains["contour"] <= 1.1, f"seed {seed}: {gains}"
+    assert gains["all"] < 0.88, f"seed {seed}: {gains}"
 
 
 def test_mirrored_landmarks_mirror_the_pose():
@@ -263,7 +301,7 @@ def test_landmark_estimator_protocol_and_batch():
     angles = _random_angles(rng, 3)
     sizes = [(480, 640), (720, 1280), (512, 512)]
     faces = [
-        Face(box=(0, 0, 10, 10), score=1.0, keypoints=db.project_mean_face(a, s).astype(np.float32))
+        Face(box=(0, 0, 10, 10), score=1.0, keypoints=silhouette_landmarks(a, s).astype(np.float32))
         for a, s in zip(angles, sizes, strict=True)
     ]
     estimator = db.LandmarkPoseEstimator()
@@ -273,7 +311,8 @@ def test_landmark_estimator_protocol_and_batch():
     assert out.shape == (3, 3) and out.dtype == np.float32
     for i in range(3):
         np.testing.assert_allclose(out[i], db.pose_from_landmarks(faces[i].keypoints, sizes[i]), atol=1e-5)
-    np.testing.assert_allclose(out, angles, atol=0.3)
+    np.testing.assert_allclose(out, angles, atol=2.0)
+    assert db.LandmarkPoseEstimator(points="all").name == "pnp-all"
 
 
 def test_landmark_estimator_rejects_faces_without_68_landmarks():
@@ -332,6 +371,19 @@ def test_astronaut_second_hog_detection_is_the_suit_patch(photos, hog):
     assert face.score > 1.0 and patch.score < 0.25
     assert 150 < face.keypoints[30, 0] < 290 and 60 < face.keypoints[30, 1] < 180  # her nose
     assert patch.box[1] > 300  # the mission patch on the suit's chest
+
+
+def test_cnn_retry_only_where_hog_finds_no_face(photos):
+    pytest.importorskip("dlib")
+    turned = np.ascontiguousarray(np.rot90(photos["astronaut"]))  # a face on its side: HOG finds none
+    hog = db.DlibFaceDetector("hog", upsample=0, min_score=0.25)
+    retry = db.DlibFaceDetector("hog", upsample=0, min_score=0.25, cnn_retry=True)
+    assert retry.name == "dlib-hog+cnn" and hog.detect(turned) == []
+    (face,) = retry.detect(turned)
+    cnn = db.DlibFaceDetector("cnn", upsample=0).detect(turned)
+    assert [face] == cnn
+    upright = photos["astronaut"]
+    assert retry.detect(upright) == hog.detect(upright)  # HOG found a face: no CNN result mixed in
 
 
 def test_cnn_detector_on_the_portraits(photos):
@@ -507,7 +559,7 @@ def test_missing_dlib_names_the_fix(monkeypatch):
         assert str(err.value) == expected
     # the pose estimator needs no dlib
     points = db.project_mean_face(np.array([5.0, -10.0, 3.0]), SIZE)
-    np.testing.assert_allclose(db.pose_from_landmarks(points, SIZE), [5.0, -10.0, 3.0], atol=0.2)
+    np.testing.assert_allclose(db.pose_from_landmarks(points, SIZE, points="all"), [5.0, -10.0, 3.0], atol=0.2)
 
 
 def test_missing_model_package_names_the_fix(monkeypatch):

@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a video iff Δ = Σ range(pitch, yaw, roll) in degrees is at least this",
     )
     b.add_argument("--enlarge", type=float, default=1.5, help="face-box enlargement before cropping")
+    _add_curation_steps(b)
     b.add_argument("--batch-size", type=int, default=16, help="face crops per pose-estimator call")
     b.add_argument(
         "--crop-format", choices=("png", "jpg"), default="png", help="image format of the face crops"
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--detector",
         default="insightface",
-        help="face detector: insightface, dlib-hog, dlib-cnn, or a factory package.module:callable",
+        help="face detector: insightface, dlib-hog, dlib-cnn, dlib-hog+cnn (HOG, CNN on frames where HOG "
+        "finds no face), or a factory package.module:callable",
     )
     b.add_argument(
         "--insightface-pack",
@@ -182,6 +184,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_curation_steps(b: argparse.ArgumentParser) -> None:
+    """The steps beyond the paper's rule (docs/dataset.md); --paper-rules turns them all off."""
+    b.add_argument(
+        "--paper-rules",
+        action="store_true",
+        help="the paper's rule exactly: every detected face counts, full-size detection, no identity step, "
+        "no shots (overrides the options below)",
+    )
+    b.add_argument(
+        "--min-face-score",
+        type=float,
+        default=None,
+        help="detections scoring below this are not faces; None means the detector's default "
+        "(dlib-hog 0.25, dlib-cnn 0, insightface 0.5)",
+    )
+    b.add_argument(
+        "--min-face-size",
+        type=float,
+        default=0.25,
+        help="a second face counts for the multi-face rule only if its height is at least this fraction "
+        "of the main face's (0 = every face, as in the paper)",
+    )
+    b.add_argument(
+        "--det-size",
+        type=int,
+        default=None,
+        help="detect faces on frames scaled so the longer side is this many pixels (crops stay full "
+        "resolution); None means full frames",
+    )
+    b.add_argument(
+        "--identity",
+        choices=("dominant", "reject", "off"),
+        default="dominant",
+        help="one person per sample: keep the dominant person's frames only, reject videos with more "
+        "than one person, or off",
+    )
+    b.add_argument(
+        "--identity-threshold",
+        type=float,
+        default=None,
+        help="identity-vector distance below which two faces are the same person; None means the "
+        "recognition model's (dlib 0.6, ArcFace 1.1)",
+    )
+    b.add_argument(
+        "--shots",
+        action="store_true",
+        help="first split each video at its cuts (PySceneDetect content detector) and curate each shot "
+        "as its own sample",
+    )
+    b.add_argument("--shot-threshold", type=float, default=27.0, help="content-detector threshold for a cut")
+    b.add_argument("--shot-min-frames", type=int, default=15, help="shortest shot, in frames")
+
+
 def model_specs(args: argparse.Namespace) -> tuple:
     from faithfulfaces_core.dataset.backends import model_spec
 
@@ -192,6 +247,11 @@ def model_specs(args: argparse.Namespace) -> tuple:
             "pack_dir", args.insightface_pack or str(models / "insightface" / "models" / "antelopev2")
         )
         det_kwargs.setdefault("device", args.device)
+    if args.identity != "off" and not args.paper_rules:  # the identity step reads Face.embedding
+        if args.detector == "insightface":
+            det_kwargs.setdefault("modules", ["detection", "recognition"])
+        elif args.detector in ("dlib-hog", "dlib-cnn", "dlib-hog+cnn"):
+            det_kwargs.setdefault("with_embeddings", True)
     pose_kwargs = _kwargs(args.pose_arg, "--pose-arg")
     if args.pose == "6drepnet":
         pose_kwargs.setdefault("path", args.pose_weights or str(models / "faithfulfaces"))
@@ -232,13 +292,28 @@ def run_build(args: argparse.Namespace) -> int:
         if args.every is not None
         else FrameSampling(fps=args.sample_fps or 4.0)
     )
-    settings = CurationSettings(
+    common = dict(
         sampling=sampling,
         threshold=args.threshold,
         enlarge=args.enlarge,
         batch_size=args.batch_size,
         crop_format=args.crop_format,
         jpeg_quality=args.jpeg_quality,
+    )
+    settings = (
+        CurationSettings.paper(**common)
+        if args.paper_rules
+        else CurationSettings(
+            **common,
+            min_face_score=args.min_face_score,
+            min_face_size=args.min_face_size,
+            det_size=args.det_size,
+            identity=args.identity,
+            identity_threshold=args.identity_threshold,
+            shots=args.shots,
+            shot_threshold=args.shot_threshold,
+            shot_min_frames=args.shot_min_frames,
+        )
     )
     detector, estimator, captioner = model_specs(args)
     result = build_dataset(

@@ -3,7 +3,9 @@
 Submodules (imported on use; this package imports nothing heavy):
 
 - ``build``: ``build_dataset`` — the one call (shards, workers, resume, report)
-- ``curate``: one video → kept / rejected (faces per frame, 6DRepNet angles, Δ threshold)
+- ``curate``: one video → kept / rejected (faces per frame, 6DRepNet angles, Δ threshold; face
+  score / size thresholds, det size, one identity per sample)
+- ``shots``: split raw videos at their cuts (PySceneDetect), each shot a sample
 - ``variation``: Δ = Σ circular ranges of pitch, yaw, roll
 - ``decode``: streaming PyAV decoding with frame sampling
 - ``captions``: sidecar / table / Qwen2.5-VL captioners

@@ -28,10 +28,13 @@ from . import backends as bk
 from . import outcomes as oc
 from .captions import CaptionMissing, CaptionRequest
 from .curate import CurationSettings, VideoCuration, curate_video, staging_folder
+from .decode import VideoReadError
 from .directory import DatasetDirectory
 from .lifetime import die_with_parent
 from .manifest import Backends, VideoRecord
+from .outcomes import DoneRecord
 from .report import RunStats, build_report, print_report, write_report
+from .shots import detect_shots, shot_key
 from .sources import VIDEO_EXTENSIONS, Shard, VideoRef, discover_videos
 
 IGNORED_MODEL_KWARGS = ("device", "batch_size")  # placement, not results: may change on resume
@@ -55,8 +58,32 @@ class Models:
 
 def process_video(
     ref: VideoRef, models: Models, settings: CurationSettings, root: Path
+) -> list[tuple[VideoCuration, VideoRecord | None]]:
+    """Curate one video: one sample, or (``settings.shots``) one sample per shot."""
+    if not settings.shots:
+        return [process_sample(ref, models, settings, root)]
+    try:
+        shots = detect_shots(ref.path, threshold=settings.shot_threshold, min_frames=settings.shot_min_frames)
+    except VideoReadError as exc:
+        return [(VideoCuration(ref=ref, detail=str(exc)), None)]
+    out = []
+    for i, shot in enumerate(shots):
+        result, record = process_sample(VideoRef(shot_key(ref.key, i), ref.path, shot), models, settings, root)
+        result.source, result.shots = ref.key, len(shots)
+        out.append((result, record))
+    return out
+
+
+def finished_videos(records: Iterable[DoneRecord], done: set[str]) -> set[str]:
+    """Keys of split videos all of whose shots are in ``done`` (a video cut off mid-way is redone)."""
+    counts = {r.source: r.shots for r in records if r.source is not None and r.shots is not None}
+    return {key for key, n in counts.items() if all(shot_key(key, i) in done for i in range(n))}
+
+
+def process_sample(
+    ref: VideoRef, models: Models, settings: CurationSettings, root: Path
 ) -> tuple[VideoCuration, VideoRecord | None]:
-    """Curate and (if kept) caption one video; its crops wait in the staging folder for ``commit``."""
+    """Curate and (if kept) caption one sample; its crops wait in the staging folder for ``commit``."""
     result = curate_video(ref, models.detector, models.estimator, settings, root)
     if not result.kept:
         return result, None
@@ -94,7 +121,7 @@ def _init_worker(
     _WORKER = (models, settings, root)
 
 
-def _work(ref: VideoRef) -> tuple[VideoCuration, VideoRecord | None]:
+def _work(ref: VideoRef) -> list[tuple[VideoCuration, VideoRecord | None]]:
     if _WORKER is None:
         raise RuntimeError("worker not initialised")
     models, settings, root = _WORKER
@@ -209,6 +236,7 @@ def build_dataset(
         if retry_errors:
             latest = {r.key: r for r in directory.done_records()}
             done -= {k for k, r in latest.items() if r.outcome == oc.ERROR}
+        done |= finished_videos(directory.done_records(), done)
         todo = [r for r in refs if r.key not in done]
         counts: Counter[str] = Counter()
         frames_decoded = frames_sampled = 0
@@ -229,8 +257,9 @@ def build_dataset(
                     if workers == 1
                     else _results_in_pool(todo, models_args, settings, directory.root, workers, threads)
                 )
+                samples = (pair for batch in results for pair in batch if pair[0].ref.key not in done)
                 with closing(results):  # stops the workers if a commit or a hook raises
-                    for result, record in results:
+                    for result, record in samples:
                         directory.commit(result, record)
                         counts[result.outcome] += 1
                         frames_decoded += result.frames_decoded

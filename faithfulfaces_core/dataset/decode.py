@@ -101,9 +101,12 @@ class VideoStream:
     Decoding errors (PyAV / FFmpeg) surface as ``VideoReadError`` naming the file.
     """
 
-    def __init__(self, path: str | PathLike, sampling: FrameSampling) -> None:
+    def __init__(
+        self, path: str | PathLike, sampling: FrameSampling, frames: tuple[int, int] | None = None
+    ) -> None:
         self.path = Path(path)
         self.sampling = sampling
+        self.frames = frames  # (start, end) ordinals of one shot, end exclusive; None = all
         self.frames_decoded = 0
         self._container = None
 
@@ -170,9 +173,14 @@ class VideoStream:
                 raise _fail(self.path, exc, f"decode frame {index + 1} of") from exc
             index += 1
             self.frames_decoded = index + 1
+            if self.frames is not None and index < self.frames[0]:
+                continue
+            if self.frames is not None and index >= self.frames[1]:
+                break
             t, start = self._time(frame, index, start)
+            offset = 0 if self.frames is None else self.frames[0]
             if every is not None:
-                keep = index % every == 0
+                keep = (index - offset) % every == 0
             else:
                 keep = t >= next_time - eps
                 if keep:

@@ -80,6 +80,10 @@ class VideoRecord(BaseModel):
     height: int = Field(ge=1)
     fps: float | None
     backends: Backends
+    thresholds: dict[str, float | None] = Field(default_factory=dict)  # what counted as a face / a person
+    identity_spread: float | None = None  # max distance of a crop's identity vector to their median
+    identity_dropped: list[int] = Field(default_factory=list)  # frames of other people left out
+    frame_range: tuple[int, int] | None = None  # the shot (start, end exclusive) this sample is; None = all
 
     @model_validator(mode="after")
     def _consistent(self) -> VideoRecord:
@@ -105,6 +109,10 @@ class VideoRecord(BaseModel):
             or self.frame_indices[0] < 0
         ):
             raise ValueError("frame_indices must be non-negative and strictly increasing")
+        if self.frame_range is not None and not (
+            self.frame_range[0] <= self.frame_indices[0] and self.frame_indices[-1] < self.frame_range[1]
+        ):
+            raise ValueError(f"frame_indices lie outside the shot {self.frame_range}")
         if self.frame_indices[-1] >= self.frames_decoded or n > self.frames_sampled:
             raise ValueError(
                 f"frame_indices go up to {self.frame_indices[-1]} with {n} crops, but only "
@@ -128,6 +136,16 @@ class VideoRecord(BaseModel):
     def crop_paths(self, dataset_dir: str | PathLike) -> list[Path]:
         """Absolute paths of the crop images."""
         return [Path(dataset_dir) / crop for crop in self.crops]
+
+    @property
+    def first_frame(self) -> int:
+        """The ordinal of the sample's first frame in the video (its shot's start, else 0)."""
+        return 0 if self.frame_range is None else self.frame_range[0]
+
+    @property
+    def length(self) -> int:
+        """Frames of the video that belong to this sample (its shot, else the whole video)."""
+        return self.frames_decoded if self.frame_range is None else self.frame_range[1] - self.frame_range[0]
 
     def angles_array(self) -> np.ndarray:
         """``[N, 3]`` float32 (pitch, yaw, roll) degrees, one row per crop."""

@@ -19,13 +19,14 @@ POSE_VARIATION_OK = "pose_variation_ok"
 MULTIPLE_FACES = "multiple_faces"
 NO_FACE = "no_face"
 LOW_POSE_VARIATION = "low_pose_variation"
+MIXED_IDENTITY = "mixed_identity"
 NO_CAPTION = "no_caption"
 UNREADABLE = "unreadable"
 DECODE_FAILED = "decode_failed"
 
 REASONS: dict[str, tuple[str, ...]] = {
     KEPT: (POSE_VARIATION_OK,),
-    REJECTED: (MULTIPLE_FACES, NO_FACE, LOW_POSE_VARIATION, NO_CAPTION),
+    REJECTED: (MULTIPLE_FACES, NO_FACE, MIXED_IDENTITY, LOW_POSE_VARIATION, NO_CAPTION),
     ERROR: (UNREADABLE, DECODE_FAILED),
 }
 
@@ -33,6 +34,7 @@ REASON_TEXT = {
     POSE_VARIATION_OK: "Δ ≥ threshold",
     MULTIPLE_FACES: "a frame has more than one face",
     NO_FACE: "no sampled frame has a face",
+    MIXED_IDENTITY: "the face frames show more than one person",
     LOW_POSE_VARIATION: "Δ < threshold",
     NO_CAPTION: "the captioner has no caption",
     UNREADABLE: "cannot open the file / no frames",
@@ -55,6 +57,10 @@ class DoneRecord(BaseModel):
     frames_sampled: int = 0
     frames_with_face: int = 0
     delta: float | None = None
+    ranges: tuple[float, float, float] | None = None  # circular range of pitch, yaw, roll
+    identity_spread: float | None = None
+    source: str | None = None  # for a shot: the key of its video
+    shots: int | None = None  # for a shot: how many shots its video has
     seconds: float = 0.0
 
     @model_validator(mode="after")

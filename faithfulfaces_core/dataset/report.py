@@ -23,6 +23,7 @@ from . import outcomes as oc
 from .outcomes import DoneRecord
 
 MAX_LISTED_ERRORS = 200
+MAX_LISTED_REJECTED = 1000
 BIN_WIDTH = 10.0
 
 
@@ -64,6 +65,8 @@ def build_report(
     deltas = sorted(r.delta for r in latest if r.delta is not None)
     edges, counts = histogram(deltas, threshold)
     failed = sorted((r for r in latest if r.outcome == oc.ERROR), key=lambda r: r.key)
+    rejected = sorted((r for r in latest if r.outcome == oc.REJECTED), key=lambda r: r.key)
+    with_face = sum(1 for r in latest if r.frames_with_face > 0 or r.reason == oc.MULTIPLE_FACES)
     report = {
         "total": len(latest),
         "outcomes": {o: outcome_counts.get(o, 0) for o in oc.REASONS},
@@ -71,6 +74,7 @@ def build_report(
         "delta": {
             "threshold": threshold,
             "count": len(deltas),
+            "videos_with_face": with_face,
             "min": deltas[0] if deltas else None,
             "median": float(np.median(deltas)) if deltas else None,
             "max": deltas[-1] if deltas else None,
@@ -82,6 +86,7 @@ def build_report(
             "sampled": sum(r.frames_sampled for r in latest),
             "with_face": sum(r.frames_with_face for r in latest),
         },
+        "rejected": [_rejection(r) for r in rejected[:MAX_LISTED_REJECTED]],
         "errors": [
             {"key": r.key, "reason": r.reason, "detail": r.detail} for r in failed[:MAX_LISTED_ERRORS]
         ],
@@ -101,6 +106,24 @@ def build_report(
     return report
 
 
+def _rejection(record: DoneRecord) -> dict:
+    """Why one video was rejected, with the numbers behind it (the detail names the rule's numbers)."""
+    return {
+        "key": record.key,
+        "reason": record.reason,
+        "detail": record.detail,
+        "ranges": record.ranges,
+        "delta": record.delta,
+        "identity_spread": record.identity_spread,
+    }
+
+
+def histogram_title(delta: dict) -> str:
+    """Δ exists only for videos that reached the pose step; videos rejected before it (several faces,
+    several people) may still have had a face, so the two counts are shown apart."""
+    return f"Pose variation Δ of {delta['count']} videos ({delta.get('videos_with_face', delta['count'])} had a face)"
+
+
 def write_histogram(report: dict, path: str | Path) -> Path:
     """Draw ``report["delta"]`` as a bar chart with the threshold marked; returns the PNG path."""
     require("matplotlib", "The dataset report's Δ histogram")
@@ -118,7 +141,7 @@ def write_histogram(report: dict, path: str | Path) -> Path:
     )
     ax.set_xlabel("Δ = Σ range of pitch, yaw, roll (degrees)")
     ax.set_ylabel("videos")
-    ax.set_title(f"Pose variation of {delta['count']} videos with a face")
+    ax.set_title(histogram_title(delta))
     ax.legend()
     fig.tight_layout()
     path = Path(path)
@@ -158,7 +181,7 @@ def print_report(report: dict, *, console=None) -> None:
     delta = report["delta"]
     if delta["count"]:
         console.print(
-            f"Δ over {delta['count']} videos with a face: min {delta['min']:.1f}°, median {delta['median']:.1f}°, "
+            f"{histogram_title(delta)}: min {delta['min']:.1f}°, median {delta['median']:.1f}°, "
             f"max {delta['max']:.1f}° (threshold {delta['threshold']:g}°)"
         )
     if "throughput" in report:
@@ -167,6 +190,10 @@ def print_report(report: dict, *, console=None) -> None:
             f"This run: {t['videos']} videos in {t['wall_seconds']:.1f} s = {t['videos_per_second']:.3f} videos/s, "
             f"{t['frames_per_second']:.1f} decoded frames/s, {t['sampled_frames_per_second']:.1f} sampled frames/s"
         )
+    for row in report.get("rejected", [])[:10]:
+        console.print(f"[yellow]{row['reason']}[/yellow] {row['key']}: {row['detail']}")
+    if len(report.get("rejected", [])) > 10:
+        console.print(f"... and {len(report['rejected']) - 10} more rejected videos (see report.json)")
     for err in report["errors"][:10]:
         console.print(f"[red]{err['reason']}[/red] {err['key']}: {err['detail']}")
     if len(report["errors"]) > 10:

@@ -24,6 +24,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".m
 class VideoRef:
     key: str
     path: Path
+    frames: tuple[int, int] | None = None  # one shot of the file: (start, end) ordinals; None = all
 
     @property
     def slug(self) -> str:

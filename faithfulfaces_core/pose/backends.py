@@ -16,10 +16,12 @@ DETECTORS = {
     "insightface": "faithfulfaces_core.pose.insightface_detector:InsightFaceDetector",
     "dlib-hog": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
     "dlib-cnn": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
+    "dlib-hog+cnn": "faithfulfaces_core.pose.dlib_backend:DlibFaceDetector",
 }
 DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "dlib-hog": {"model": "hog"},
     "dlib-cnn": {"model": "cnn"},
+    "dlib-hog+cnn": {"model": "hog", "cnn_retry": True, "min_score": 0.25},  # CNN only on face-less frames
 }
 ESTIMATORS = {
     "6drepnet": "faithfulfaces_core.pose.loading:load_pose_estimator",

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..deps import INSTALL_HINTS, require
 from ..errors import FaithfulFacesError, MissingDependencyError, MissingModelError
+from .rotation import camera_rotation_from_euler, euler_from_camera_rotation
 from .types import Face, as_rgb_uint8
 
 DetectorModel = Literal["hog", "cnn"]
@@ -147,6 +148,13 @@ MIRRORED_LANDMARK_INDEX = np.array(
 )
 MIRRORED_LANDMARK_INDEX.setflags(write=False)
 
+# Landmarks fixed on the skull: nose bridge and base, eye corners, mouth corners. The jaw line
+# (0-16) is the face's outline, made of other 3-D points as the head turns, so a fit to fixed jaw
+# points shrinks turns; eyebrows, eyelids and lips move with expression. The set is its own mirror.
+RIGID_LANDMARKS = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45, 48, 54])
+RIGID_LANDMARKS.setflags(write=False)
+LandmarkSet = Literal["contour", "rigid", "all"]
+
 
 def _mean_face_in_camera_frame(source: np.ndarray) -> np.ndarray:
     """Source mean shape -> OpenCV camera frame (x right, y down, z away from the camera), mm.
@@ -165,45 +173,35 @@ def _mean_face_in_camera_frame(source: np.ndarray) -> np.ndarray:
 MEAN_FACE_68: np.ndarray = _mean_face_in_camera_frame(_MEAN_SHAPE_SOURCE)  # [68, 3] mm
 MEAN_FACE_68.setflags(write=False)
 
-# Conjugation between the OpenCV camera frame (y down, z away) and the frame 300W-LP's labels
-# live in (y up, z towards the viewer): both flip y and z.
-_FLIP_YZ = np.diag([1.0, -1.0, -1.0])
+JAW_CONTOUR = np.array([j for j in range(17) if j != 8])  # the chin (8) is on the midline: a fixed point
+_RING = np.linspace(-np.pi / 2, np.pi / 2, 181)
 
 
-# ----------------------------------------------------------------------------- rotations
+def _jaw_rings() -> np.ndarray:
+    """``[16, R, 3]``: per jaw-contour point, the horizontal half-ellipse of the 3-D head through it
+    (as wide as the mean face there, as deep as from there to the chin, front half)."""
+    rings = []
+    for j in JAW_CONTOUR:
+        x, y, z = MEAN_FACE_68[j]
+        depth = max(z - MEAN_FACE_68[8, 2], 0.3 * abs(x))
+        rings.append(np.stack([np.sign(x) * abs(x) * np.cos(_RING), np.full_like(_RING, y), z - depth * np.sin(_RING)], -1))
+    return np.stack(rings)
 
 
-def _rotation_from_euler(angles_deg: np.ndarray) -> np.ndarray:
-    """(pitch, yaw, roll) degrees -> ``Rz(roll) · Ry(yaw) · Rx(pitch)`` [3, 3] (6DRepNet's get_R)."""
-    pitch, yaw, roll = np.radians(np.asarray(angles_deg, dtype=np.float64))
-    cx, sx = np.cos(pitch), np.sin(pitch)
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    cz, sz = np.cos(roll), np.sin(roll)
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
-    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
-    return rz @ ry @ rx
+JAW_RINGS: np.ndarray = _jaw_rings()
+JAW_RINGS.setflags(write=False)
 
 
-def _euler_from_rotation(matrix: np.ndarray) -> np.ndarray:
-    """``Rz(roll) · Ry(yaw) · Rx(pitch)`` [3, 3] -> (pitch, yaw, roll) degrees, yaw in [-90, 90]."""
-    r = np.asarray(matrix, dtype=np.float64)
-    sy = float(np.hypot(r[0, 0], r[1, 0]))
-    if sy < 1e-6:  # gimbal lock at |yaw| = 90: roll is folded into pitch
-        return np.degrees([np.arctan2(-r[1, 2], r[1, 1]), np.arctan2(-r[2, 0], sy), 0.0])
-    return np.degrees([np.arctan2(r[2, 1], r[2, 2]), np.arctan2(-r[2, 0], sy), np.arctan2(r[1, 0], r[0, 0])])
-
-
-def camera_rotation_from_euler(angles_deg: np.ndarray) -> np.ndarray:
-    """6DRepNet (pitch, yaw, roll) degrees -> the rotation that takes ``MEAN_FACE_68`` into the
-    OpenCV camera frame (``x_cam = R · x_model + t``), [3, 3]."""
-    return _FLIP_YZ @ _rotation_from_euler(angles_deg).T @ _FLIP_YZ
-
-
-def euler_from_camera_rotation(rotation: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`camera_rotation_from_euler`: model-to-camera rotation -> [3] degrees."""
-    return _euler_from_rotation(_FLIP_YZ @ np.asarray(rotation, dtype=np.float64).T @ _FLIP_YZ)
-
+def contour_model(rotation: np.ndarray) -> np.ndarray:
+    """``MEAN_FACE_68`` [68, 3] with each jaw-contour point moved to where the outline of the 3-D jaw
+    is for a head turned by the camera ``rotation`` [3, 3]: the ring point farthest out along the
+    head's on-screen x axis (orthographic outline, on the point's own side)."""
+    outward = rotation[:2, 0] / max(float(np.linalg.norm(rotation[:2, 0])), 1e-9)
+    seen = (JAW_RINGS @ rotation.T)[..., :2] @ outward  # [16, R]
+    side = np.sign(MEAN_FACE_68[JAW_CONTOUR, 0])[:, None]
+    model = MEAN_FACE_68.copy()
+    model[JAW_CONTOUR] = JAW_RINGS[np.arange(len(JAW_CONTOUR)), np.argmax(side * seen, axis=1)]
+    return model
 
 # ----------------------------------------------------------------------------- PnP head pose
 
@@ -236,8 +234,15 @@ def pose_from_landmarks(
     landmarks: np.ndarray,
     image_size: tuple[int, int],
     principal_point: tuple[float, float] | None = None,
+    points: LandmarkSet = "contour",
 ) -> np.ndarray:
     """Head pose of one face from its 68 landmarks by PnP against ``MEAN_FACE_68``.
+
+    ``points="contour"`` (default) starts from the ``RIGID_LANDMARKS`` fit, then fits all 68 points
+    three times against ``contour_model`` of the current pose, so the jaw line is matched to the
+    outline of a 3-D jaw (it anchors pitch) without shrinking turns. ``"rigid"`` fits the rigid
+    points only; ``"all"`` fits all 68 as fixed model points (the paper-era read-out: about
+    0.6-0.7 of the yaw on turned faces).
 
     ``landmarks`` [68, 2] pixels of an image of size ``(H, W)`` -> [3] float64 (pitch, yaw, roll)
     degrees, 6DRepNet's convention. The principal point defaults to the landmarks' mean: the pose
@@ -246,19 +251,29 @@ def pose_from_landmarks(
     default iterative solver can stop in a local minimum with roll near ±180°.
     """
     cv2 = require("cv2", "head pose from dlib landmarks (PnP)")
-    points = _check_landmarks(landmarks, "the face")
+    if points not in ("contour", "rigid", "all"):
+        raise FaithfulFacesError(f"points must be 'contour', 'rigid' or 'all', got {points!r}.")
+    image_points = _check_landmarks(landmarks, "the face")
     if principal_point is None:
-        principal_point = tuple(points.mean(axis=0))
-    ok, rvec, _ = cv2.solvePnP(
-        MEAN_FACE_68, points, camera_matrix(image_size, principal_point), None, flags=cv2.SOLVEPNP_SQPNP
-    )
+        principal_point = tuple(image_points.mean(axis=0))
+    intrinsics = camera_matrix(image_size, principal_point)
+    if points == "all":
+        return euler_from_camera_rotation(_solve_pnp(cv2, MEAN_FACE_68, image_points, intrinsics))
+    rotation = _solve_pnp(cv2, MEAN_FACE_68[RIGID_LANDMARKS], image_points[RIGID_LANDMARKS], intrinsics)
+    for _ in range(3 if points == "contour" else 0):
+        rotation = _solve_pnp(cv2, contour_model(rotation), image_points, intrinsics)
+    return euler_from_camera_rotation(rotation)
+
+
+def _solve_pnp(cv2: Any, model: np.ndarray, image_points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """SQPnP (the global optimum) of ``model`` [N, 3] onto ``image_points`` [N, 2] → camera rotation [3, 3]."""
+    ok, rvec, _ = cv2.solvePnP(model, image_points, intrinsics, None, flags=cv2.SOLVEPNP_SQPNP)
     if not ok:
         raise FaithfulFacesError(
             "PnP found no head pose for these 68 landmarks (degenerate points); check that they "
             "come from DlibFaceDetector on the same image."
         )
-    rotation, _ = cv2.Rodrigues(rvec)
-    return euler_from_camera_rotation(rotation)
+    return cv2.Rodrigues(rvec)[0]
 
 
 def project_mean_face(
@@ -287,10 +302,14 @@ class LandmarkPoseEstimator:
 
     name = "pnp"
 
-    def __init__(self, input_size: int = 224) -> None:
+    def __init__(self, input_size: int = 224, points: LandmarkSet = "contour") -> None:
         if int(input_size) < 1:
             raise FaithfulFacesError(f"input_size must be a positive number of pixels; got {input_size}.")
+        if points not in ("contour", "rigid", "all"):
+            raise FaithfulFacesError(f"points must be 'contour' (default), 'rigid' or 'all', got {points!r}.")
         self.input_size = int(input_size)
+        self.points = points
+        self.name = "pnp" if points == "contour" else f"pnp-{points}"
 
     def estimate(
         self, crops: np.ndarray | None, faces: list[Face], image_sizes: list[tuple[int, int]]
@@ -304,7 +323,7 @@ class LandmarkPoseEstimator:
         out = np.zeros((len(faces), 3), dtype=np.float32)
         for i, (face, size) in enumerate(zip(faces, image_sizes, strict=True)):
             _check_landmarks(face.keypoints, f"face {i}")
-            out[i] = pose_from_landmarks(face.keypoints, (int(size[0]), int(size[1])))
+            out[i] = pose_from_landmarks(face.keypoints, (int(size[0]), int(size[1])), points=self.points)
         return out
 
 
@@ -457,6 +476,9 @@ class DlibFaceDetector:
     threshold (HOG score or CNN confidence; the two scales differ). Faces come largest first, with
     ``keypoints`` = the 68 landmarks [68, 2] in image pixels (which may lie outside the image)
     and, with ``with_embeddings``, the 128-D identity vector; boxes are clipped to the image.
+    ``cnn_retry`` (HOG only): when HOG finds no face in an image, run the CNN detector on that
+    image (profiles HOG cannot see), so the CNN's cost is paid only on face-less frames; the
+    retried faces carry CNN confidences (``min_score`` is not applied to them).
     """
 
     def __init__(
@@ -466,6 +488,7 @@ class DlibFaceDetector:
         min_score: float = 0.0,
         with_embeddings: bool = False,
         models_dir: str | Path | None = None,
+        cnn_retry: bool = False,
     ) -> None:
         if model not in ("hog", "cnn"):
             raise FaithfulFacesError(f"Unknown dlib detector {model!r}; use 'hog' or 'cnn'.")
@@ -480,13 +503,18 @@ class DlibFaceDetector:
         self.upsample = upsample
         self.min_score = float(min_score)
         self._detector = dlib.get_frontal_face_detector() if model == "hog" else _load("cnn", models_dir)
+        self._retry = _load("cnn", models_dir) if cnn_retry and model == "hog" else None
+        if self._retry is not None:
+            self.name = "dlib-hog+cnn"
         self._predictor = _load("landmarks", models_dir)
         self.embedder = DlibFaceEmbedder(models_dir) if with_embeddings else None
 
     def _find(self, image: np.ndarray) -> list[tuple[Any, float]]:
         if self.model == "hog":
             rects, scores, _ = self._detector.run(image, self.upsample, self.min_score)
-            return list(zip(rects, (float(s) for s in scores), strict=True))
+            if len(rects) or self._retry is None:
+                return list(zip(rects, (float(s) for s in scores), strict=True))
+            return [(d.rect, float(d.confidence)) for d in self._retry(image, self.upsample)]
         found = self._detector(image, self.upsample)
         return [(d.rect, float(d.confidence)) for d in found if d.confidence >= self.min_score]
 

@@ -7,43 +7,71 @@ Gram–Schmidt (columns x, y, z). Its Euler read-out is ``R = Rz(roll) · Ry(yaw
 scipy terms this is ``Rotation.from_euler("xyz", [pitch, yaw, roll])`` (extrinsic x, y, z).
 
 Every function takes numpy arrays or torch tensors with any leading batch shape ``[...]`` and
-returns the same kind; numpy inputs are computed in float64. The torch path is differentiable
-and traceable (``torch.onnx.export``), so the exported model and the torch model share it.
+returns the same kind. Numpy inputs are computed in float64 with numpy alone: this module never
+imports torch, so the no-download (dlib) path and ``import faithfulfaces_core`` stay torch-free.
+The torch path is differentiable and traceable (``torch.onnx.export``), so the exported model and
+the torch model share it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+import sys
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
-import torch
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Array = Any  # np.ndarray or torch.Tensor; the output is of the input's kind
 
 GIMBAL_LOCK_EPS = 1e-6  # released threshold on sqrt(R00² + R10²) = |cos(yaw)|
 _NORM_EPS = 1e-8
 
+_NUMPY = SimpleNamespace(
+    sqrt=np.sqrt,
+    atan2=np.arctan2,
+    cos=np.cos,
+    sin=np.sin,
+    where=np.where,
+    zeros_like=np.zeros_like,
+    stack=lambda xs, dim: np.stack(xs, axis=dim),
+    norm=lambda v: np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), _NORM_EPS),
+    swap=lambda m: np.swapaxes(m, -1, -2),
+    const=lambda c, like: np.asarray(c, dtype=np.float64),
+)
 
-def _to_torch(x: Array) -> tuple[torch.Tensor, bool]:
-    if isinstance(x, torch.Tensor):
-        return x, False
-    return torch.as_tensor(np.asarray(x, dtype=np.float64)), True
+
+def _is_torch(x: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported already
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _back(x: torch.Tensor, was_numpy: bool) -> Array:
-    return x.detach().cpu().numpy() if was_numpy else x
+def _ops(x: Any) -> tuple[Any, SimpleNamespace]:
+    """``x`` as an array of its kind (numpy → float64) and the functions that work on it."""
+    if not _is_torch(x):
+        return np.asarray(x, dtype=np.float64), _NUMPY
+    import torch
+
+    ops = SimpleNamespace(
+        sqrt=torch.sqrt,
+        atan2=torch.atan2,
+        cos=torch.cos,
+        sin=torch.sin,
+        where=torch.where,
+        zeros_like=torch.zeros_like,
+        stack=lambda xs, dim: torch.stack(xs, dim=dim),
+        norm=lambda v: v.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS),
+        swap=lambda m: m.transpose(-1, -2),
+        const=lambda c, like: torch.as_tensor(c, dtype=like.dtype, device=like.device),
+    )
+    return x, ops
 
 
-def _normalize(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
-
-
-def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _cross(a: Array, b: Array, ops: SimpleNamespace) -> Array:
     """``a × b`` over the last axis, spelled out so the legacy ONNX exporter can trace it."""
     ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
     bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
-    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+    return ops.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], -1)
 
 
 def rotation_from_6d(x: Array) -> Array:
@@ -51,13 +79,14 @@ def rotation_from_6d(x: Array) -> Array:
 
     ``x = a/|a|``, ``z = (x × b)/|x × b|``, ``y = z × x``: the released Gram–Schmidt order.
     """
-    t, was_numpy = _to_torch(x)
+    t, ops = _ops(x)
     if t.shape[-1] != 6:
         raise ValueError(f"rotation_from_6d expects [..., 6], got {tuple(t.shape)}")
-    col_x = _normalize(t[..., 0:3])
-    col_z = _normalize(_cross(col_x, t[..., 3:6]))
-    col_y = _cross(col_z, col_x)
-    return _back(torch.stack([col_x, col_y, col_z], dim=-1), was_numpy)
+    col_x = t[..., 0:3] / ops.norm(t[..., 0:3])
+    z = _cross(col_x, t[..., 3:6], ops)
+    col_z = z / ops.norm(z)
+    col_y = _cross(col_z, col_x, ops)
+    return ops.stack([col_x, col_y, col_z], -1)
 
 
 def euler_from_rotation(matrix: Array, *, degrees: bool = True) -> Array:
@@ -66,44 +95,50 @@ def euler_from_rotation(matrix: Array, *, degrees: bool = True) -> Array:
     Yaw is in [-90°, 90°]. At gimbal lock (``sqrt(R00² + R10²) < 1e-6``) roll is 0 and pitch
     carries the remaining rotation, as in the released code.
     """
-    r, was_numpy = _to_torch(matrix)
+    r, ops = _ops(matrix)
     if tuple(r.shape[-2:]) != (3, 3):
         raise ValueError(f"euler_from_rotation expects [..., 3, 3], got {tuple(r.shape)}")
-    sy = torch.sqrt(r[..., 0, 0] ** 2 + r[..., 1, 0] ** 2)
+    sy = ops.sqrt(r[..., 0, 0] ** 2 + r[..., 1, 0] ** 2)
     singular = sy < GIMBAL_LOCK_EPS
-    yaw = torch.atan2(-r[..., 2, 0], sy)
-    pitch = torch.where(
-        singular, torch.atan2(-r[..., 1, 2], r[..., 1, 1]), torch.atan2(r[..., 2, 1], r[..., 2, 2])
+    yaw = ops.atan2(-r[..., 2, 0], sy)
+    pitch = ops.where(
+        singular, ops.atan2(-r[..., 1, 2], r[..., 1, 1]), ops.atan2(r[..., 2, 1], r[..., 2, 2])
     )
-    roll = torch.where(singular, torch.zeros_like(sy), torch.atan2(r[..., 1, 0], r[..., 0, 0]))
-    out = torch.stack([pitch, yaw, roll], dim=-1)
-    if degrees:
-        out = out * (180.0 / math.pi)
-    return _back(out, was_numpy)
+    roll = ops.where(singular, ops.zeros_like(sy), ops.atan2(r[..., 1, 0], r[..., 0, 0]))
+    out = ops.stack([pitch, yaw, roll], -1)
+    return out * (180.0 / math.pi) if degrees else out
 
 
 def rotation_from_euler(angles: Array, *, degrees: bool = True) -> Array:
     """``[..., 3]`` (pitch, yaw, roll) → ``[..., 3, 3]`` ``Rz(roll) · Ry(yaw) · Rx(pitch)``."""
-    a, was_numpy = _to_torch(angles)
+    a, ops = _ops(angles)
     if a.shape[-1] != 3:
         raise ValueError(f"rotation_from_euler expects [..., 3], got {tuple(a.shape)}")
     if degrees:
         a = a * (math.pi / 180.0)
-    cp, sp = torch.cos(a[..., 0]), torch.sin(a[..., 0])
-    cy, sy = torch.cos(a[..., 1]), torch.sin(a[..., 1])
-    cr, sr = torch.cos(a[..., 2]), torch.sin(a[..., 2])
+    cp, sp = ops.cos(a[..., 0]), ops.sin(a[..., 0])
+    cy, sy = ops.cos(a[..., 1]), ops.sin(a[..., 1])
+    cr, sr = ops.cos(a[..., 2]), ops.sin(a[..., 2])
     rows = [
         [cr * cy, cr * sy * sp - sr * cp, cr * sy * cp + sr * sp],
         [sr * cy, sr * sy * sp + cr * cp, sr * sy * cp - cr * sp],
         [-sy, cy * sp, cy * cp],
     ]
-    out = torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
-    return _back(out, was_numpy)
+    return ops.stack([ops.stack(row, -1) for row in rows], -2)
 
 
 # Q = diag(-1, 1, -1): 6DRepNet's R is camera→head in a frame Q·(image x right, y down, z toward
 # the viewer); Q · Rᵀ · Q is the head→camera rotation in the image frame (see docs/pose.md).
 _Q = np.diag([-1.0, 1.0, -1.0])
+# The OpenCV camera frame (x right, y down, z away from the camera) is the image frame with z flipped.
+_FLIP_Z = np.diag([1.0, 1.0, -1.0])
+
+
+def _conjugate(matrix: Array, q: np.ndarray) -> Array:
+    """``q · matrixᵀ · q`` over the last two axes (``q`` diagonal, its own inverse)."""
+    m, ops = _ops(matrix)
+    qq = ops.const(q, m)
+    return qq @ ops.swap(m) @ qq
 
 
 def head_to_image_rotation(angles: Array, *, degrees: bool = True) -> Array:
@@ -115,21 +150,29 @@ def head_to_image_rotation(angles: Array, *, degrees: bool = True) -> Array:
     turns the nose up, positive yaw turns it to the image's left, positive roll turns the face
     clockwise on screen.
     """
-    r = rotation_from_euler(angles, degrees=degrees)
-    if isinstance(r, torch.Tensor):
-        q = torch.as_tensor(_Q, dtype=r.dtype, device=r.device)
-        return q @ r.transpose(-1, -2) @ q
-    return _Q @ np.swapaxes(r, -1, -2) @ _Q
+    return _conjugate(rotation_from_euler(angles, degrees=degrees), _Q)
 
 
 def angles_from_head_to_image(matrix: Array, *, degrees: bool = True) -> Array:
     """Inverse of ``head_to_image_rotation``: head axes in the image frame → 6DRepNet angles."""
-    if isinstance(matrix, torch.Tensor):
-        q = torch.as_tensor(_Q, dtype=matrix.dtype, device=matrix.device)
-        r = q @ matrix.transpose(-1, -2) @ q
-    else:
-        r = _Q @ np.swapaxes(np.asarray(matrix, dtype=np.float64), -1, -2) @ _Q
-    return euler_from_rotation(r, degrees=degrees)
+    return euler_from_rotation(_conjugate(matrix, _Q), degrees=degrees)
+
+
+def camera_rotation_from_euler(angles: Array, *, degrees: bool = True) -> Array:
+    """``[..., 3]`` 6DRepNet angles → ``[..., 3, 3]`` rotation taking a head model (x right, y down,
+    z away from the viewer, i.e. OpenCV's frame) into the OpenCV camera frame:
+    ``x_cam = R · x_model + t``, the rotation ``cv2.solvePnP`` returns."""
+    r = head_to_image_rotation(angles, degrees=degrees)
+    m, ops = _ops(r)
+    f = ops.const(_FLIP_Z, m)
+    return f @ m @ f
+
+
+def euler_from_camera_rotation(matrix: Array, *, degrees: bool = True) -> Array:
+    """Inverse of :func:`camera_rotation_from_euler`: model-to-camera rotation → 6DRepNet angles."""
+    m, ops = _ops(matrix)
+    f = ops.const(_FLIP_Z, m)
+    return angles_from_head_to_image(f @ m @ f, degrees=degrees)
 
 
 def angles_from_insightface_pose(pose: Array) -> Array:

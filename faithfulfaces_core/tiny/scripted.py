@@ -53,15 +53,18 @@ def _lookup(table: dict[int, object], level: int, tolerance: int, what: str) -> 
 
 
 class ScriptedDetector:
-    """``FaceDetector`` whose faces per frame come from ``faces[level]`` (boxes ``(x1, y1, x2, y2)``).
+    """``FaceDetector`` whose faces per frame come from ``faces[level]`` (boxes ``(x1, y1, x2, y2)``,
+    or ``(x1, y1, x2, y2, score)``; the score is 1 otherwise).
 
     ``faces`` maps gray level → list of boxes; keys may be strings (JSON), they are read as ints.
+    ``embeddings`` (optional) maps gray level → the identity vector every face of that frame gets.
     """
 
     def __init__(
         self,
         faces: Mapping[int | str, Sequence[Sequence[float]]],
         *,
+        embeddings: Mapping[int | str, Sequence[float]] | None = None,
         tolerance: int = 3,
         name: str = "scripted-detector",
         delay: float = 0.0,
@@ -71,10 +74,13 @@ class ScriptedDetector:
         }
         for level, boxes in self.faces.items():
             for box in boxes:
-                if len(box) != 4:
+                if len(box) not in (4, 5):
                     raise ValueError(
-                        f"ScriptedDetector: level {level} has box {box}; boxes are (x1, y1, x2, y2)."
+                        f"ScriptedDetector: level {level} has box {box}; boxes are (x1, y1, x2, y2[, score])."
                     )
+        self.embeddings = (
+            None if embeddings is None else {k: np.asarray(v, np.float32) for k, v in _int_keys(embeddings).items()}
+        )
         self.tolerance = tolerance
         self.name = name
         self.delay = float(delay)  # seconds per call: keeps work in flight for kill/interrupt tests
@@ -84,8 +90,13 @@ class ScriptedDetector:
         self.calls += 1
         if self.delay:
             time.sleep(self.delay)
-        boxes = _lookup(self.faces, gray_level(image), self.tolerance, self.name)
-        return [Face(box=box, score=1.0) for box in boxes]  # type: ignore[arg-type]
+        level = gray_level(image)
+        boxes = _lookup(self.faces, level, self.tolerance, self.name)
+        vector = None if self.embeddings is None else _lookup(self.embeddings, level, self.tolerance, self.name)
+        return [
+            Face(box=tuple(box[:4]), score=box[4] if len(box) == 5 else 1.0, embedding=vector)  # type: ignore[arg-type]
+            for box in boxes
+        ]
 
 
 class ScriptedPoseEstimator:
@@ -135,7 +146,7 @@ def write_gray_video(
 ) -> None:
     """Encode one solid gray frame per level (0..255) into ``path`` with PyAV (streamed).
 
-    ``size`` is the side (or ``(width, height)``); H.264 at CRF 0 keeps levels within ±1.
+    ``size`` is the side (or ``(width, height)``); H.264 (yuv420p, CRF 0) keeps gray levels within ±1 (``write_video``).
     """
     from ..dataset.encode import write_video
 

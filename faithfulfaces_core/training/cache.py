@@ -134,7 +134,7 @@ def build_cache(cache: LatentCache, index, conditioner, data_cfg, *, rank: int =
     bar = tqdm(total=len(todo_videos) + len(todo_prompts), desc="caching latents", disable=not progress,
                unit="item")
     for item in todo_videos:
-        clip = read_clip(item.video, frames, data_cfg.height, data_cfg.width)
+        clip = read_clip(item.video, item.clip_frames(frames), data_cfg.height, data_cfg.width)
         latents = conditioner.video_latents(clip[None])[0]
         parts = conditioner.reference_parts([read_image(item.crops[c]) for c in item.candidates])
         cache.write_video(item, latents.cpu(), {c: parts[k].cpu() for k, c in enumerate(item.candidates)})

@@ -62,6 +62,11 @@ class VideoItem:
     candidates: tuple[int, ...]  # crop indices that may be the reference face
     frames_decoded: int
     usable: bool  # file present and long enough for a clip
+    first_frame: int = 0  # the sample's first frame in the video (a shot's start)
+
+    def clip_frames(self, frames: Sequence[int]) -> list[int]:
+        """Clip ordinals ``frames`` (from the sample's start) → ordinals in the video file."""
+        return [self.first_frame + f for f in frames]
 
 
 @dataclass(frozen=True)
@@ -149,16 +154,16 @@ def index_dataset(data_cfg, *, num_frames: int | None = None, check_batches: boo
     for record in records:
         video = record.video_path(data_cfg.corpus_root)
         present = video.is_file()
-        long_enough = record.frames_decoded >= needed
+        long_enough = record.length >= needed
         if not present:
             report.missing_videos.append(record.key)
         elif not long_enough:
-            report.too_short.append(f"{record.key} ({record.frames_decoded} frames, {needed} needed)")
+            report.too_short.append(f"{record.key} ({record.length} frames, {needed} needed)")
         angles = record.angles_array()
         item = VideoItem(
             key=record.key, prompt=record.prompt, video=video, crops=tuple(record.crop_paths(root)), angles=angles,
             candidates=spread(len(record.crops), data_cfg.reference_candidates),
-            frames_decoded=record.frames_decoded, usable=present and long_enough,
+            frames_decoded=record.frames_decoded, usable=present and long_enough, first_frame=record.first_frame,
         )
         index = len(items)
         items.append(item)
@@ -318,7 +323,7 @@ class StepBatches(torch.utils.data.Dataset):
             "reference_euler": torch.from_numpy(np.stack([items[i].angles[c] for i, c in chosen])),
         }
         if self.cache is None:
-            batch["clips"] = torch.stack([read_clip(items[i].video, self.frames, self.cfg.height, self.cfg.width)
+            batch["clips"] = torch.stack([read_clip(items[i].video, items[i].clip_frames(self.frames), self.cfg.height, self.cfg.width)
                                           for i, _ in chosen])
             batch["reference_images"] = references
         else:
