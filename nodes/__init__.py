@@ -3,7 +3,7 @@
 from .aligner import LoadAligner, PoseToken
 from .evaluation import FaceSimEvaluate
 from .models import register_model_folders
-from .native import NativeWanPatch
+from .native import NativeWanPatch, WanVaceToVideoReferences
 from .pose import FacePoseEstimate, LoadFaceDetector, LoadPoseEstimator
 from .sampler import ApplyLoRA, LoadVACEPipeline, VACESampler
 
@@ -17,6 +17,7 @@ NODES = [
     ApplyLoRA,
     VACESampler,
     NativeWanPatch,
+    WanVaceToVideoReferences,
     FaceSimEvaluate,
 ]
 

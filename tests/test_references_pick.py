@@ -16,7 +16,12 @@ import pytest
 from faithfulfaces_core.errors import FaithfulFacesError
 from faithfulfaces_core.identity import majority_identity
 from faithfulfaces_core.pose.types import Face
-from faithfulfaces_core.references import PickSettings, farthest_poses, laplacian_variance, pick_reference_faces
+from faithfulfaces_core.references import (
+    PickSettings,
+    farthest_poses,
+    laplacian_variance,
+    pick_reference_faces,
+)
 from faithfulfaces_core.references.coverage import coverage_angle, head_directions
 from faithfulfaces_core.references.plot import HEIGHT, WIDTH, plot_coverage
 
