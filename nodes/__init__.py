@@ -5,12 +5,14 @@ from .evaluation import FaceSimEvaluate
 from .models import register_model_folders
 from .native import NativeWanPatch, WanVaceToVideoReferences
 from .pose import FacePoseEstimate, LoadFaceDetector, LoadPoseEstimator
+from .references import PickReferenceFaces
 from .sampler import ApplyLoRA, LoadVACEPipeline, VACESampler
 
 NODES = [
     LoadFaceDetector,
     LoadPoseEstimator,
     FacePoseEstimate,
+    PickReferenceFaces,
     LoadAligner,
     PoseToken,
     LoadVACEPipeline,

@@ -198,3 +198,27 @@ def test_real_photographs_reject_the_group_and_the_stranger():
     assert yaws["mirrored"] * yaws["hanks"] < 0  # the mirror turns the other way
     again = pick_reference_faces(images, detector, estimator, PickSettings(k=3), names=names)
     assert [c.pose.image_name for c in again.chosen] == [c.pose.image_name for c in result.chosen]
+
+
+def test_cli_writes_crops_plot_and_report(tmp_path):
+    pytest.importorskip("dlib")
+    import json
+
+    from PIL import Image
+
+    from faithfulfaces_core.references.cli import main
+
+    hanks = _photo("insightface", "data/images/Tom_Hanks_54745.png")
+    paths = []
+    for name, image in (("a.png", hanks), ("b.png", hanks[:, ::-1]), ("group.jpg",
+                                                                      _photo("insightface", "data/images/t1.jpg"))):
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    out = tmp_path / "out"
+    assert main([*paths, "--backend", "dlib-hog", "--k", "2", "--out", str(out), "--crop-size", "128"]) == 0
+    report = json.loads((out / "references.json").read_text())
+    assert report["counts"]["other identity"] == 6 and report["metric"] == "euclidean"
+    assert sorted(f["image"] for f in report["faces"] if f["chosen"]) == ["a.png", "b.png"]
+    assert np.asarray(Image.open(out / "reference_01.png")).shape == (128, 128, 3)
+    assert (out / "coverage.png").is_file()
+    assert main([paths[0], "--backend", "dlib-hog", "--k", "9", "--out", str(out)]) == 2
