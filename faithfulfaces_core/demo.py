@@ -21,6 +21,7 @@ from .host import PACK_ROOT, ComfyServer, start_comfyui
 
 WORKFLOWS = PACK_ROOT / "workflows"
 REFERENCE_NAME = "faithfulfaces_reference.png"
+PHOTO_NAMES = ("faithfulfaces_photo_1.png", "faithfulfaces_photo_2.png", "faithfulfaces_photo_3.png")  # several refs
 
 
 def reference_photo() -> Path:

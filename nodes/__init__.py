@@ -3,20 +3,23 @@
 from .aligner import LoadAligner, PoseToken
 from .evaluation import FaceSimEvaluate
 from .models import register_model_folders
-from .native import NativeWanPatch
+from .native import NativeWanPatch, WanVaceToVideoReferences
 from .pose import FacePoseEstimate, LoadFaceDetector, LoadPoseEstimator
+from .references import PickReferenceFaces
 from .sampler import ApplyLoRA, LoadVACEPipeline, VACESampler
 
 NODES = [
     LoadFaceDetector,
     LoadPoseEstimator,
     FacePoseEstimate,
+    PickReferenceFaces,
     LoadAligner,
     PoseToken,
     LoadVACEPipeline,
     ApplyLoRA,
     VACESampler,
     NativeWanPatch,
+    WanVaceToVideoReferences,
     FaceSimEvaluate,
 ]
 

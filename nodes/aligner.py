@@ -41,14 +41,22 @@ class PoseToken(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Face crop + Euler angles → pose-shared dictionary → the global pose tokens the "
-                "sampler injects into every transformer block."
+                "sampler injects into every transformer block. Several faces of one person are pooled "
+                "(the mean of their dictionary weights) into one token set."
             ),
-            inputs=[types.FacePose.Input("face_pose"), types.Aligner.Input("aligner")],
+            inputs=[
+                types.FacePose.Input("face_pose"),
+                types.Aligner.Input("aligner"),
+                io.Combo.Input("several_faces", options=["pool", "one per face"], default="pool", optional=True,
+                               tooltip="pool: the faces are views of one person (e.g. from Pick Reference Faces), "
+                                       "their dictionary weights are averaged into one token set; one per face: "
+                                       "a token set for each face."),
+            ],
             outputs=[types.PoseToken.Output(display_name="pose_token")],
         )
 
     @classmethod
-    def execute(cls, face_pose, aligner) -> io.NodeOutput:
+    def execute(cls, face_pose, aligner, several_faces="pool") -> io.NodeOutput:
         from faithfulfaces_core.pose_token import pose_token_from_faces
 
-        return io.NodeOutput(pose_token_from_faces(aligner, face_pose))
+        return io.NodeOutput(pose_token_from_faces(aligner, face_pose, pool=several_faces == "pool"))

@@ -26,7 +26,8 @@ class FaceSimEvaluate(io.ComfyNode):
                 "Batches longer than 81 frames also get FaceSim per 81-frame segment (overlap 16) and the drift."
             ),
             inputs=[
-                io.Image.Input("reference", tooltip="The reference face (the first image of a batch is used)."),
+                io.Image.Input("reference", tooltip="The reference face, or several (a batch): each frame is then scored "
+                                                    "by its best match, and the mean over references is reported."),
                 io.Image.Input("frames", tooltip="The generated video frames."),
                 types.FaceDetector.Input("face_detector"),
                 types.PoseEstimator.Input("pose_estimator"),
@@ -57,12 +58,10 @@ class FaceSimEvaluate(io.ComfyNode):
 
         evaluator = FaceSimEvaluator(face_detector, pose_estimator, pad_mode=padding)
         report, score = report_for_frames(
-            evaluator, to_uint8_list(reference[:1])[0], to_uint8_list(frames),
+            evaluator, to_uint8_list(reference), to_uint8_list(frames),
             count=sample_frames or None, name="frames",
         )
         text = summary_text(report, empty_value=EMPTY)
-        if reference.shape[0] > 1:
-            text += f"\nnote: the reference input is a batch of {reference.shape[0]} images; the first one was used."
         return io.NodeOutput(
             *headline_numbers(report, empty=EMPTY),
             text,

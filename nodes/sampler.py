@@ -155,25 +155,30 @@ class VACESampler(io.ComfyNode):
                 io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.05,
                                tooltip="VACE conditioning scale of the reference face."),
                 *types.pose_token_controls("the steps"),
-                io.Image.Input("reference_face", optional=True),
+                io.Image.Input("reference_face", optional=True,
+                               tooltip="One or several reference faces (an IMAGE batch, e.g. from Pick Reference "
+                                       "Faces): each image becomes one VACE reference."),
                 types.PoseToken.Input("pose_token", optional=True),
                 io.Int.Input("context_frames", default=0, min=0, max=1001, optional=True,
                              tooltip="Long videos: frames per context window (4k+1, e.g. 81); 0 = one window."),
                 io.Int.Input("context_overlap", default=16, min=0, max=1000, optional=True,
                              tooltip="Frames two context windows share (fused with pyramid weights)."),
             ],
-            outputs=[io.Image.Output(display_name="frames"), io.Video.Output(display_name="video")],
+            outputs=[io.Image.Output(display_name="frames"), io.Video.Output(display_name="video"),
+                     io.String.Output(display_name="notes", tooltip="What the sampler used and what it dropped.")],
         )
 
     @classmethod
     def execute(cls, vace_pipeline, prompt, negative_prompt, width, height, length, steps, cfg, seed,
                 reference_strength, pose_strength, pose_start, pose_end, pose_on_negative,
                 reference_face=None, pose_token=None, context_frames=0, context_overlap=16) -> io.NodeOutput:
+        import logging
+
         import comfy.model_management
         import comfy.utils
         import torch
 
-        from faithfulfaces_core.wan.generate import generate
+        from faithfulfaces_core.wan.generate import first_token_set, generate
         from faithfulfaces_core.wan.lora import use_lora
 
         bar = comfy.utils.ProgressBar(steps)
@@ -184,10 +189,16 @@ class VACESampler(io.ComfyNode):
 
         pipe = vace_pipeline.pipe
         use_lora(pipe, vace_pipeline.lora_path)
+        tokens, notes = first_token_set(None if pose_token is None else pose_token.tokens)
+        for note in notes:
+            logging.warning("FaithfulFaces VACE Sampler: %s", note)
+        references = 0 if reference_face is None else reference_face.shape[0]
+        notes.insert(0, f"{references} reference image(s); "
+                        f"{'no pose tokens' if tokens is None else f'{tokens.shape[1]} pose tokens'}.")
         video = generate(
             pipe, prompt=prompt, negative_prompt=negative_prompt,
-            reference_image=None if reference_face is None else reference_face[0].cpu().numpy(),
-            pose_tokens=None if pose_token is None else pose_token.tokens[:1],
+            reference_images=None if reference_face is None else reference_face.cpu().numpy(),
+            pose_tokens=tokens,
             width=width, height=height, num_frames=length, steps=steps, guidance_scale=cfg,
             conditioning_scale=reference_strength, lora_scale=vace_pipeline.lora_scale, seed=seed,
             pose_strength=pose_strength, pose_start=pose_start, pose_end=pose_end, pose_on_negative=pose_on_negative,
@@ -196,4 +207,4 @@ class VACESampler(io.ComfyNode):
         )
         frames = torch.from_numpy(video.frames)
         components = Types.VideoComponents(images=frames, audio=None, frame_rate=Fraction(video.fps))
-        return io.NodeOutput(frames, InputImpl.VideoFromComponents(components))
+        return io.NodeOutput(frames, InputImpl.VideoFromComponents(components), "\n".join(notes))

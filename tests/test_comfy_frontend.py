@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from faithfulfaces_core.demo import REFERENCE_NAME, WORKFLOWS, reference_photo
+from faithfulfaces_core.demo import PHOTO_NAMES, REFERENCE_NAME, WORKFLOWS, reference_photo
 from faithfulfaces_core.host import PACK_ROOT
 
 pytestmark = pytest.mark.comfy
@@ -55,7 +55,8 @@ def wait_for(driver, script: str, timeout: float = 90.0):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
 def test_ui_workflow_loads_in_the_frontend(comfy, browser, name):
-    shutil.copyfile(reference_photo(), comfy.input_dir / REFERENCE_NAME)  # the workflows' LoadImage file
+    for target in (REFERENCE_NAME, *PHOTO_NAMES):  # the workflows' LoadImage files
+        shutil.copyfile(reference_photo(), comfy.input_dir / target)
     browser.get(comfy.url)
     wait_for(browser, "return !!(window.app && window.app.graph && window.LiteGraph"
                       " && Object.keys(LiteGraph.registered_node_types).length > 400)")

@@ -155,3 +155,20 @@ def test_cli_errors_name_the_fix(tmp_path, capsys):
     assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--out", str(tmp_path / "o")]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "No face found in reference image" in err and "padded" in err
+
+
+def test_cli_with_several_references_takes_the_best_match(inputs):
+    from faithfulfaces_core.eval.cli import main
+
+    Image.fromarray(np.ascontiguousarray(_photo("data/images/Tom_Hanks_54745.png")[:, ::-1])).save(
+        inputs / "mirrored.png")
+    out = inputs / "two_refs"
+    assert main([str(inputs / "reference.png"), str(inputs / "hanks.mp4"), "--reference", str(inputs / "mirrored.png"),
+                 "--backend", "dlib-hog", "--frames", "all", "--out", str(out)]) == 0
+    report = json.loads((out / "facesim.json").read_text())
+    assert len(report["references"]) == 2
+    frames = report["videos"][0]["frames"]
+    assert [f["best_reference"] for f in frames] == [0, 1, 0, 1, 0, 1]  # each frame matches its own orientation
+    assert all(f["similarity"] >= f["similarity_mean"] for f in frames)
+    over = report["videos"][0]["summary_mean_over_references"]
+    assert over["mean"] < report["videos"][0]["summary"]["mean"]

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
 
     schema = FaceSimEvaluate.GET_SCHEMA()
     info = FaceSimEvaluate.GET_NODE_INFO_V1()
-    out = FaceSimEvaluate.execute(solid([240, 240]), solid([20, 50, 110, 170]), EmbeddingDetector(), estimator,
+    out = FaceSimEvaluate.execute(solid({refs}), solid([20, 50, 110, 170]), EmbeddingDetector(), estimator,
                                   {frames}, "black")
     floats, text, report, plot = out.args[:5], out.args[5], out.args[6], out.args[7]
     print(json.dumps({{"node_id": schema.node_id, "category": schema.category,
@@ -55,11 +55,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(frames: int) -> dict:
+def _run(frames: int, refs: tuple[int, ...] = (240,)) -> dict:
     marker = Path(sys.prefix) / "comfyui-path"
     if not marker.is_file():
         pytest.skip("no ComfyUI checkout (run scripts/setup.sh)")
-    code = SCRIPT.format(comfyui=marker.read_text().strip(), nodes=str(PACK_ROOT / "nodes"), frames=frames)
+    code = SCRIPT.format(comfyui=marker.read_text().strip(), nodes=str(PACK_ROOT / "nodes"), frames=frames,
+                       refs=list(refs))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PACK_ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,9 +80,24 @@ def test_facesim_node_outputs():
     assert b2 == -1.0  # the empty > 60° bin
     assert "|yaw| > 60°: empty bin (none, output -1)" in out["text"]
     assert "no face 1" in out["text"] and "backend scripted+scripted-pose" in out["text"]
-    assert "a batch of 2 images; the first one was used" in out["text"]
+    assert "references" not in out["text"] and "references" not in out["report"]
     report = out["report"]
     assert report["backend"] == "scripted+scripted-pose" and report["protocol"]["frames"] == "all"
     assert report["videos"][0]["summary"]["no_face_frames"] == 1
     assert out["plot"][0] == [1, 600, 1000, 3] and out["plot"][1] == "torch.float32"
     assert 0.0 <= out["plot"][2] < out["plot"][3] <= 1.0
+
+
+def test_facesim_node_scores_the_best_of_several_references():
+    out = _run(frames=0, refs=(240, 50))  # embeddings [1, 0, 0, 0] and [0.6, 0.8, 0, 0]
+    mean, low, b0, b1, b2 = out["floats"]  # best match: 1.0 (yaw 10°), 1.0 (yaw -45°), 0.7 (yaw 30°)
+    assert mean == pytest.approx(0.9, abs=1e-6) and low == pytest.approx(0.7, abs=1e-6)
+    assert b0 == pytest.approx(1.0, abs=1e-6) and b1 == pytest.approx(0.85, abs=1e-6) and b2 == -1.0
+    video = out["report"]["videos"][0]
+    assert [f.get("best_reference") for f in video["frames"]] == [0, 1, None, 1]
+    over = video["summary_mean_over_references"]  # per frame (1+0.6)/2, (0.6+1)/2, (0.5+0.7)/2
+    assert over["mean"] == pytest.approx((0.8 + 0.8 + 0.6) / 3, abs=1e-6)
+    assert over["yaw_bins"]["yaw_30_60"]["mean"] == pytest.approx(0.7, abs=1e-6)
+    assert len(out["report"]["references"]) == 2
+    assert "2 references: the numbers above are the best match per frame; mean over references: mean 0.7333" in \
+        out["text"]

@@ -200,3 +200,36 @@ def test_fused_lora_refuses_other_scales(pipe, face):
 @pytest.mark.parametrize("frames", [1, 5, 9, 81])
 def test_valid_sizes_pass(frames):
     check_video_size(832, 480, frames)
+
+
+def test_several_references_are_bit_identical_to_diffusers_with_a_list(tiny, pipe, face):
+    from diffusers import WanVACEPipeline
+    from PIL import Image
+
+    rng = np.random.default_rng(np.random.SeedSequence().entropy)
+    faces = [face, rng.integers(0, 256, (40, 28, 3), dtype=np.uint8)]
+    ours = generate(pipe, reference_images=np.stack(faces), lora_scale=0.0, **KW).frames
+    plain = WanVACEPipeline.from_pretrained(tiny.diffusers_dir, local_files_only=True)
+    ref = plain(prompt=KW["prompt"], negative_prompt=KW["negative_prompt"],
+                reference_images=[Image.fromarray(f) for f in faces], height=32, width=32, num_frames=5,
+                num_inference_steps=2, guidance_scale=5.0, generator=torch.Generator().manual_seed(KW["seed"]),
+                output_type="np").frames[0]
+    assert np.array_equal(ours, ref)
+    assert not np.array_equal(ours, generate(pipe, reference_image=face, lora_scale=0.0, **KW).frames)
+    with pytest.raises(FaithfulFacesError, match="not both"):
+        generate(pipe, reference_image=face, reference_images=faces, **KW)
+    with pytest.raises(FaithfulFacesError, match=r"3 reference images but only 2 latent frames \(5 frames\).*"
+                                                 r"at most 2 references, or at least 9 frames"):
+        generate(pipe, reference_images=faces + [face], **KW)
+
+
+def test_several_token_sets_keep_the_first_and_say_so(tokens):
+    from faithfulfaces_core.wan.generate import first_token_set
+
+    same, none = first_token_set(tokens)
+    assert same is tokens and none == []
+    three = torch.cat([tokens, tokens + 1, tokens + 2])
+    first, notes = first_token_set(three)
+    assert torch.equal(first, tokens)
+    assert notes == ["The pose token holds 3 token sets (one per face); this video used the first. "
+                     "Set Global Pose Token's several_faces to 'pool' to use every face."]

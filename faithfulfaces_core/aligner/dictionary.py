@@ -74,6 +74,16 @@ class PoseSharedDictionary(nn.Module):
         pooled = MaxPooledCorrelation.apply(embeddings, self.atoms)  # [B, K]
         return torch.softmax(pooled.float() * self.scale, dim=-1)
 
+    def pool(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views ``w`` ``[V, K]`` of one identity → ``(G [1, d], w̄ [1, K])`` with ``w̄`` their mean.
+
+        The mean of probability vectors is one, so ``G`` stays a convex combination of atoms, as
+        for a single view; it is summed in float64 so the order of the views does not round
+        differently, and one view gives back its own weights exactly.
+        """
+        mean = weights.double().mean(dim=0, keepdim=True).to(weights.dtype) if weights.shape[0] > 1 else weights
+        return torch.matmul(mean.to(self.atoms.dtype), self.atoms), mean
+
     def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``E`` ``[B, N, d]`` → ``(G [B, d], w [B, K])``; G in the atoms' dtype."""
         w = self.weights(embeddings)

@@ -104,6 +104,16 @@ class PoseSharedAligner(nn.Module):
         return (p for p in self.projection.parameters() if p.requires_grad)
 
     @torch.inference_mode()
+    def align_views(self, face_crops: torch.Tensor, euler: torch.Tensor) -> AlignerOutput:
+        """Several views ``[V, 3, H, W]``, ``[V, 3]`` of one identity → one token set (batch 1).
+
+        The views' dictionary weights are pooled (``PoseSharedDictionary.pool``: their mean) and
+        projected once; one view gives exactly ``align``'s output.
+        """
+        g, weights = self.dictionary.pool(self.align(face_crops, euler).weights.to(self.device))
+        return AlignerOutput(g=g, tokens=self.projection(g), weights=weights)
+
+    @torch.inference_mode()
     def align(self, face_crops: torch.Tensor, euler: torch.Tensor, *, batch_size: int | None = None) -> AlignerOutput:
         """Inference on any number of faces: ``[B, 3, H, W]`` 0..1 RGB, ``[B, 3]`` degrees.
 

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("reference", metavar="REF", help="reference face image (PNG, JPEG, ...)")
     parser.add_argument("videos", metavar="VIDEO", nargs="+", help="videos to evaluate (compared side by side)")
+    parser.add_argument("--reference", metavar="FILE", action="append", default=[], dest="more_references",
+                        help="a further reference image of the same person (repeatable): each frame is scored by "
+                             "its best match, and the mean over references is reported too")
     parser.add_argument("--backend", choices=BACKENDS, default="insightface",
                         help="insightface (ArcFace embeddings, 6DRepNet pose; the paper's) or the no-download "
                              "dlib backend (128-D embeddings, landmark pose)")
@@ -129,7 +132,8 @@ def run(args: argparse.Namespace) -> dict:
     from .video import read_sampled_frames
 
     frames = parse_frame_count(args.frames)
-    reference_image = load_image(args.reference)
+    reference_paths = [args.reference, *args.more_references]
+    reference_images = [load_image(p) for p in reference_paths]
     videos = [Path(v) for v in args.videos]
     for video in videos:
         if not video.is_file():
@@ -142,7 +146,9 @@ def run(args: argparse.Namespace) -> dict:
         upsample=args.upsample,
     )
     evaluator = FaceSimEvaluator(detector, estimator, pad_mode=args.pad)
-    reference = evaluator.reference(reference_image, name=f"reference image {args.reference}")
+    references = [evaluator.reference(im, name=f"reference image {p}")
+                  for p, im in zip(reference_paths, reference_images, strict=True)]
+    reference = references[0] if len(references) == 1 else references
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     entries, scores = [], []

@@ -49,10 +49,15 @@ class FrameScore:
     similarity: float | None
     distance: float | None
     angles: EulerAngles | None
+    references: int = 1  # with several: cosine/similarity/distance are the best match
+    best_reference: int | None = None
+    similarity_mean: float | None = None  # mean over the references of the clipped cosines
 
     def as_dict(self) -> dict:
         angles = self.angles
-        return {
+        several = {} if self.references == 1 else {"best_reference": self.best_reference,
+                                                   "similarity_mean": self.similarity_mean}
+        return several | {
             "index": self.index,
             "time": self.time,
             "faces": self.faces,
@@ -97,7 +102,8 @@ class VideoScore:
     name: str
     frames_total: int
     frames: list[FrameScore]
-    summary: Summary
+    summary: Summary  # of the best match per frame
+    summary_mean: Summary | None = None  # several references: of the mean over references per frame
 
     def series(self, field: str) -> np.ndarray:
         """``[F]`` float array of a per-frame field (``similarity``, ``yaw``, ...), NaN where no face."""
@@ -188,9 +194,17 @@ class FaceSimEvaluator:
             image_size=tuple(image.shape[:2]),
         )
 
+    def _compare(self, references: list[ReferenceFace], vector: np.ndarray) -> dict:
+        """Best match (cosine, clipped similarity, dlib distance) and the mean over ``references``."""
+        cosines = np.array([cosine(r.embedding, vector) for r in references])
+        best = int(np.argmax(cosines))
+        distance = min(euclidean(r.embedding, vector) for r in references) if self.reports_distance else None
+        return {"cosine": float(cosines[best]), "similarity": max(float(cosines[best]), 0.0), "distance": distance,
+                "best_reference": best, "similarity_mean": float(np.clip(cosines, 0.0, None).mean())}
+
     def score(
         self,
-        reference: ReferenceFace,
+        reference: ReferenceFace | Sequence[ReferenceFace],
         frames: np.ndarray | Sequence[np.ndarray],
         *,
         indices: Sequence[int] | None = None,
@@ -201,9 +215,15 @@ class FaceSimEvaluator:
     ) -> VideoScore:
         """Score the sampled ``frames`` (``[F, H, W, 3]`` uint8 or a list) against ``reference``.
 
+        Several references: per frame the best match (cosine, similarity, smallest dlib distance)
+        feeds ``summary``, the mean over references of the clipped cosines ``summary_mean``.
+
         ``indices`` / ``times``: the frames' positions in the video (default ``0..F-1`` / None);
         ``frames_total``: the video's length (default ``F``).
         """
+        references = [reference] if isinstance(reference, ReferenceFace) else list(reference)
+        if not references:
+            raise FaithfulFacesError("FaceSim needs at least one reference face.")
         frames = list(frames) if not isinstance(frames, np.ndarray) or frames.ndim == 4 else [frames]
         indices = list(range(len(frames))) if indices is None else [int(i) for i in indices]
         if len(indices) != len(frames) or (times is not None and len(times) != len(frames)):
@@ -227,38 +247,39 @@ class FaceSimEvaluator:
         angles = dict(zip(with_face, self._poses([found_all[k] for k in with_face]), strict=True))
         scores = []
         for k, (found, vector) in enumerate(zip(found_all, vectors, strict=True)):
-            if vector is None:
-                cos = sim = dist = box = None
-            else:
-                cos = cosine(reference.embedding, vector)
-                sim = max(cos, 0.0)
-                dist = euclidean(reference.embedding, vector) if self.reports_distance else None
-                box = self._frame_box(found, frames[k].shape[:2])
+            match = {} if vector is None else self._compare(references, vector)
             scores.append(
                 FrameScore(
                     index=indices[k],
                     time=None if times is None else float(times[k]),
                     faces=len(found.faces),
                     padded=found.padded,
-                    box=box,
-                    cosine=cos,
-                    similarity=sim,
-                    distance=dist,
+                    box=None if vector is None else self._frame_box(found, frames[k].shape[:2]),
+                    cosine=match.get("cosine"),
+                    similarity=match.get("similarity"),
+                    distance=match.get("distance"),
                     angles=angles.get(k),
+                    references=len(references),
+                    best_reference=match.get("best_reference"),
+                    similarity_mean=match.get("similarity_mean"),
                 )
             )
-        summary = summarize(
-            np.array([np.nan if s.similarity is None else s.similarity for s in scores]),
-            np.array([np.nan if s.angles is None else s.angles.yaw for s in scores]),
-            np.array([s.faces for s in scores]),
-            np.array([s.padded for s in scores], bool),
-            np.array([np.nan if s.distance is None else s.distance for s in scores])
-            if self.reports_distance
-            else None,
-        )
         return VideoScore(
             name=name,
             frames_total=len(frames) if frames_total is None else int(frames_total),
             frames=scores,
-            summary=summary,
+            summary=self._summary(scores, "similarity"),
+            summary_mean=self._summary(scores, "similarity_mean") if len(references) > 1 else None,
+        )
+
+    def _summary(self, scores: list[FrameScore], field: str) -> Summary:
+        values = [getattr(s, field) for s in scores]
+        return summarize(
+            np.array([np.nan if v is None else v for v in values]),
+            np.array([np.nan if s.angles is None else s.angles.yaw for s in scores]),
+            np.array([s.faces for s in scores]),
+            np.array([s.padded for s in scores], bool),
+            np.array([np.nan if s.distance is None else s.distance for s in scores])
+            if self.reports_distance and field == "similarity"
+            else None,
         )

@@ -76,11 +76,13 @@ def protocol_dict(evaluator: FaceSimEvaluator, frames: int | None) -> dict:
 
 def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None = None,
                segments: dict | None = None, segments_plot: str | None = None) -> dict:
+    several = {} if score.summary_mean is None else {"summary_mean_over_references": score.summary_mean.as_dict()}
     return {
         "name": score.name,
         "path": path,
         "frames_total": score.frames_total,
         "summary": score.summary.as_dict(),
+        **several,
         "frames": [f.as_dict() for f in score.frames],
         "plot": plot,
         "segments": segments,
@@ -90,13 +92,18 @@ def video_dict(score: VideoScore, *, path: str | None = None, plot: str | None =
 
 def build_report(
     evaluator: FaceSimEvaluator,
-    reference: ReferenceFace,
+    reference: ReferenceFace | Sequence[ReferenceFace],
     videos: Sequence[dict],
     *,
     frames: int | None,
     reference_name: str = "reference",
 ) -> dict:
-    """The whole JSON-able report; ``videos`` are ``video_dict`` entries."""
+    """The whole JSON-able report; ``videos`` are ``video_dict`` entries.
+
+    Several references: ``reference`` describes the first, ``references`` lists all.
+    """
+    references = [reference] if isinstance(reference, ReferenceFace) else list(reference)
+    several = {} if len(references) == 1 else {"references": [r.as_dict() for r in references]}
     return _clean(
         {
             "format": FORMAT,
@@ -105,7 +112,8 @@ def build_report(
             "pose_estimator": evaluator.estimator.name,
             "embedding": embedding_dict(evaluator),
             "protocol": protocol_dict(evaluator, frames),
-            "reference": {"name": reference_name, **reference.as_dict()},
+            "reference": {"name": reference_name, **references[0].as_dict()},
+            **several,
             "videos": list(videos),
         }
     )
@@ -164,6 +172,13 @@ def summary_text(report: dict, video: int = 0, *, empty_value: float | None = No
         from .segments import segments_text
 
         lines.append(segments_text(entry["segments"]))
+    mean_over = entry.get("summary_mean_over_references")
+    if mean_over is not None:
+        lines.append(
+            f"{len(report['references'])} references: the numbers above are the best match per frame; mean over "
+            f"references: mean {_num(mean_over['mean'], 4)}, "
+            + "; ".join(f"{label}: {_num(mean_over['yaw_bins'][key]['mean'], 4)}" for key, label, _, _ in YAW_BINS)
+        )
     lines.append(
         f"reference: {ref['faces']} face(s) (largest used){', found after padding' if ref['padded'] else ''}; "
         f"pose pitch {ref['pitch']:.1f}°, yaw {ref['yaw']:.1f}°, roll {ref['roll']:.1f}°"
@@ -207,7 +222,7 @@ def table(report: dict):
 
 def report_for_frames(
     evaluator: FaceSimEvaluator,
-    reference_image: np.ndarray,
+    reference_image: np.ndarray | Sequence[np.ndarray],
     frames: Sequence[np.ndarray],
     *,
     count: int | None,
@@ -217,10 +232,15 @@ def report_for_frames(
     """FaceSim of in-memory ``frames`` (``F`` × ``[H, W, 3]`` uint8): sample ``count`` uniformly, score, report.
 
     More frames than one segment (81) also get FaceSim per segment (``segments.py``, overlap 16).
+    ``reference_image``: one ``[H, W, 3]`` image or several (a list or ``[R, H, W, 3]``).
     """
     from .sampling import uniform_indices
 
-    reference = evaluator.reference(reference_image, name=f"the {reference_name} image")
+    images = [reference_image] if isinstance(reference_image, np.ndarray) and reference_image.ndim == 3 else list(
+        reference_image)
+    reference = [evaluator.reference(im, name=f"the {reference_name} image" if len(images) == 1 else
+                                     f"{reference_name} image {n + 1} of {len(images)}") for n, im in enumerate(images)]
+    reference = reference[0] if len(reference) == 1 else reference
     indices = uniform_indices(len(frames), count)
     if not indices:
         raise FaithfulFacesError("No frames to evaluate: connect a batch of at least one image.")

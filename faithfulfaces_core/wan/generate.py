@@ -113,6 +113,43 @@ def _check_batch(batch: int, what: str) -> None:
         )
 
 
+def reference_list(references: Any) -> list:
+    """One reference image, a list of them, or a batch ``[R, H, W, 3]`` → a list of RGB PIL images.
+
+    ``WanVACEPipeline`` takes a list of reference images per video and encodes each into its own
+    latent frame in front of the video; a batch is read the same way (one reference per item).
+    """
+    if references is None:
+        return []
+    if isinstance(references, (np.ndarray, torch.Tensor)) and references.ndim == 4:
+        references = list(references)
+    elif not isinstance(references, (list, tuple)):
+        references = [references]
+    return [reference_to_pil(r) for r in references]
+
+
+def _check_reference_count(count: int, num_frames: int, temporal: int) -> None:
+    """``WanVACEPipeline`` pads its mask by slicing the video's latent frames, so it breaks with more
+    references than latent frames ``(num_frames − 1) / 4 + 1``; say so before it does."""
+    latent_frames = (num_frames - 1) // temporal + 1
+    if count > latent_frames:
+        raise FaithfulFacesError(
+            f"{count} reference images but only {latent_frames} latent frames ({num_frames} frames): "
+            f"WanVACEPipeline takes at most one reference per latent frame. Use at most {latent_frames} "
+            f"references, or at least {(count - 1) * temporal + 1} frames."
+        )
+
+
+def first_token_set(pose_tokens: torch.Tensor | None) -> tuple[torch.Tensor | None, list[str]]:
+    """Pose tokens ``[B, M, C]`` → ``[1, M, C]`` for one video, and a note when sets were dropped."""
+    if pose_tokens is None or pose_tokens.shape[0] <= 1:
+        return pose_tokens, []
+    return pose_tokens[:1], [
+        f"The pose token holds {pose_tokens.shape[0]} token sets (one per face); this video used the first. "
+        "Set Global Pose Token's several_faces to 'pool' to use every face."
+    ]
+
+
 def _check_args(steps: int, guidance_scale: float, conditioning_scale: float | Sequence[float], num_vace: int) -> None:
     if int(steps) != steps or steps < 1:
         raise FaithfulFacesError(f"steps {steps} is not allowed: use a whole number ≥ 1 (Wan: 20–50).")
@@ -163,6 +200,7 @@ def generate(
     prompt: str,
     negative_prompt: str = "",
     reference_image: Any = None,
+    reference_images: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
     pose_tokens: torch.Tensor | None = None,
     width: int = 832,
     height: int = 480,
@@ -183,6 +221,9 @@ def generate(
     cancel: Callable[[], bool] | None = None,
 ) -> GeneratedVideo:
     """Frames ``[T, H, W, 3]`` float 0..1 and fps (16) of one video; see the module docstring.
+
+    ``reference_image``: one reference (a batch of one at most); ``reference_images``: several
+    (a list or an ``[R, H, W, 3]`` batch), each its own VACE reference as in ``WanVACEPipeline``.
 
     ``pose_tokens`` ``[1, M, C]`` or None (no injection). ``pose_strength`` ≥ 0 (0 = off),
     ``pose_start``/``pose_end`` the fraction window of the steps that see the tokens,
@@ -216,7 +257,11 @@ def generate(
             "(faithfulfaces_core.wan.lora.unfuse_lora) or fuse it at that scale and pass lora_scale 1."
         )
     windows = context_windows(num_frames, context_frames, context_overlap, context_fuse, pipe.vae_scale_factor_temporal)
-    reference = None if reference_image is None else reference_to_pil(reference_image)
+    if reference_image is not None and reference_images is not None:
+        raise FaithfulFacesError("Give reference_image (one) or reference_images (several), not both.")
+    references = [reference_to_pil(reference_image)] if reference_image is not None else reference_list(
+        reference_images)
+    _check_reference_count(len(references), num_frames, pipe.vae_scale_factor_temporal)
     if cancel is not None and cancel():
         raise GenerationCancelled("Generation cancelled before the first step.")
 
@@ -251,7 +296,7 @@ def generate(
             out = pipe(
                 prompt=prompt,
                 negative_prompt=negative_prompt,
-                reference_images=None if reference is None else [reference],
+                reference_images=references or None,
                 conditioning_scale=list(conditioning_scale) if isinstance(conditioning_scale, Sequence) else conditioning_scale,
                 height=height,
                 width=width,

@@ -1,0 +1,103 @@
+"""The several-references workflows (diffusers and native) in a real ComfyUI on the tiny model set.
+
+Photos → Pick Reference Faces → VACE with several references → FaceSim, with the no-download dlib
+backend on real photographs: Tom Hanks' portrait, its mirror image (the other head direction) and
+a face cropped from the group photo t1.jpg (another person, which the picker must reject).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faithfulfaces_core.demo import load_api_workflow, reference_photo, tiny_settings
+from faithfulfaces_core.tiny import modelset
+from faithfulfaces_core.tiny import native as tiny_native
+from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
+from faithfulfaces_core.workflow import with_inputs
+
+pytestmark = pytest.mark.comfy
+
+SIZE = {"width": 64, "height": 48, "length": 9}
+PHOTOS = {"1": "ff_refs_portrait.png", "20": "ff_refs_mirrored.png", "21": "ff_refs_stranger.png"}
+
+
+@pytest.fixture(scope="module")
+def photos(comfy) -> dict[str, dict]:
+    from PIL import Image
+
+    portrait = np.asarray(Image.open(reference_photo()).convert("RGB"))
+    group = np.asarray(Image.open(reference_photo().parent / "t1.jpg").convert("RGB"))
+    Image.fromarray(portrait).save(comfy.input_dir / PHOTOS["1"])
+    Image.fromarray(np.ascontiguousarray(portrait[:, ::-1])).save(comfy.input_dir / PHOTOS["20"])
+    Image.fromarray(group[52:212, 855:1015]).resize((112, 112)).save(comfy.input_dir / PHOTOS["21"])
+    return {node: {"image": name} for node, name in PHOTOS.items()}
+
+
+def _shown(prompt: dict, sources: dict[str, list]) -> dict:
+    """``prompt`` with a PreviewAny for each ``{id: [node, output]}`` (its text comes back in the history)."""
+    return {**prompt, **{k: {"class_type": "PreviewAny", "inputs": {"source": v}} for k, v in sources.items()}}
+
+
+def _check(comfy, prompt: dict, sampler_notes: list | None) -> dict:
+    shown = {"91": ["4", 3], "92": ["12" if "12" in prompt and prompt["12"]["class_type"] == "FaithfulFacesFaceSim"
+                                   else "24", 5]}
+    if sampler_notes:
+        shown["93"] = sampler_notes
+    prompt = _shown(prompt, shown)
+    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "ff_refs_chosen"}}
+    entry = comfy.run(prompt, timeout=900)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = list(comfy.output_files(entry))
+    assert any(f.suffix == ".mp4" for f in files)
+    assert any("reference_coverage" in f.name for f in files) and any("facesim" in f.name for f in files)
+    assert len([f for f in files if f.name.startswith("ff_refs_chosen")]) == 2  # the stranger was rejected
+    text = {k: "".join(entry["outputs"][k]["text"]) for k in shown}
+    assert text["91"].startswith("2 reference faces chosen from 3 images (3 faces; identity: dlib-resnet128")
+    assert "dropped for other identity: 1" in text["91"]
+    assert "2 references: the numbers above are the best match per frame" in text["92"]
+    return text
+
+
+def test_diffusers_workflow_with_several_references(comfy, photos):
+    settings = tiny_settings("dlib")
+    settings["9"] = {**settings["9"], **SIZE, "steps": 2}
+    prompt = with_inputs(load_api_workflow("faithfulfaces_several_references"), {**settings, **photos})
+    text = _check(comfy, prompt, ["9", 2])
+    assert text["93"].startswith("2 reference image(s); ")
+
+
+@pytest.fixture(scope="module")
+def conditioning(comfy) -> dict[str, str]:
+    """Prompt embeddings as LoadTrainingDataset folders (the tiny model set has no UMT5 file)."""
+    gen = torch.Generator().manual_seed(5)
+    folders = {}
+    for name in ("positive", "negative"):
+        folder = comfy.output_dir / f"ff_refs_{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
+        torch.save({"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]},
+                   folder / "shard_0000.pkl")
+        folders[name] = folder.name
+    return folders
+
+
+def test_native_workflow_with_several_references(comfy, photos, conditioning):
+    prompt = with_inputs(load_api_workflow("faithfulfaces_several_references_native"), {
+        **photos,
+        "2": {"backend": "dlib-hog"},
+        "3": {"backend": "dlib-landmarks"},
+        "5": {"aligner": modelset.ALIGNER_FILE},
+        "7": {"unet_name": TINY_FILE},
+        "8": {"lora": modelset.LORA_COMFY_FILE},
+        "12": {"vae_name": tiny_native.VAE_FILE},
+        "13": SIZE,
+        "14": {"steps": 2},
+    })
+    assert prompt["9"]["class_type"] == "CLIPLoader"
+    del prompt["9"]
+    for node, name in (("10", "positive"), ("11", "negative")):
+        prompt[node] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": conditioning[name]}}
+    prompt["13"]["inputs"].update(positive=["10", 1], negative=["11", 1])
+    _check(comfy, prompt, None)
