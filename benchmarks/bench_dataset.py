@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
 
-from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video  # noqa: E402
+from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video
 
 LEVELS = list(range(16, 240, 8))
 
@@ -129,6 +128,19 @@ def measure_memory(tmp: Path, frames: int, width: int, height: int, pose: str) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def decode_only(corpus: Path) -> tuple[int, float]:
+    """Frames and seconds to decode every video of ``corpus`` with PyAV: curation's floor."""
+    import av
+
+    frames, t0 = 0, time.perf_counter()
+    for video in sorted(corpus.glob("*.mp4")):
+        with av.open(str(video)) as container:
+            for frame in container.decode(video=0):
+                frame.to_ndarray(format="rgb24")
+                frames += 1
+    return frames, time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,7 +155,10 @@ def main() -> None:
     )
     parser.add_argument("--child-memory", nargs=2, metavar=("VIDEO", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--pose", default="scripted", help=argparse.SUPPRESS)
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.videos, args.frames, args.size, args.pose_videos = 2, 4, "128x96", 1
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.child_memory:
         child_memory(*args.child_memory, width, height, args.pose)
@@ -156,7 +171,7 @@ def main() -> None:
 
     print(
         f"CPU: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"videos {width}x{height} @ 25 fps, every frame sampled"
+        f"videos {width}x{height} @ 25 fps, every frame sampled; {_common.machine()}"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -181,6 +196,9 @@ def main() -> None:
         r = run_build(pose_corpus, tmp / "sixdrepnet", width, height, workers=1, estimator=estimator)
         rows.append(("scripted detector + 6DRepNet B1g2 (random, torch CPU), workers=1", r))
 
+        decoded, seconds = decode_only(corpus)
+        rows.append(("floor: PyAV decode only (no detection, crops or writing)",
+                     {"videos": args.videos, "frames": decoded, "processing_s": seconds}))
         print("\n| run | videos | frames | wall s (processing) | videos/s | frames/s |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, r in rows:
@@ -189,6 +207,9 @@ def main() -> None:
                 f"| {name} | {r['videos']} | {r['frames']} | {s:.2f} | {r['videos'] / s:.2f} | {r['frames'] / s:.1f} |"
             )
 
+        for name, r in rows:
+            _common.summary("dataset", name, f"{r['frames'] / r['processing_s']:.1f} frames/s",
+                            f"{decoded / seconds:.1f} frames/s (decode only)")
         print("\n| peak RSS of one build process | frames | peak MiB | MiB before the build |")
         print("|---|---:|---:|---:|")
         for pose, label in (("scripted", "scripted models"), (str(weights), "6DRepNet B1g2")):

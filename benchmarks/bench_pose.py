@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def _rss_mb() -> float:
@@ -119,7 +118,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
     parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "BATCH", "PATH"), help=argparse.SUPPRESS)
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.iterations, args.batches = 1, [1]
     if args.worker:
         backend, batch, path = args.worker
         print(json.dumps(worker(backend, int(batch), path, args.iterations, args.threads)))
@@ -150,7 +152,7 @@ def main() -> None:
 
     print(
         f"\nCPU: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}; RepVGG-B1g2 6DRepNet, 224x224 crops\n"
+        f"onnxruntime {onnxruntime.__version__}; RepVGG-B1g2 6DRepNet, 224x224 crops; {_common.machine()}\n"
     )
     print("| backend | batch | threads | crops/s | ms/call | peak RSS (MB) | model+run (MB) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -159,6 +161,9 @@ def main() -> None:
             f"| {r['backend']} | {r['batch']} | {r['threads']} | {r['crops_per_s']:.1f} | {r['ms_per_call']:.0f} "
             f"| {r['peak_mb']:.0f} | {r['model_run_mb']:.0f} |"
         )
+    for r in results:
+        _common.summary("pose", f"6DRepNet {r['backend']}, batch {r['batch']}, {r['threads']} threads",
+                        f"{r['crops_per_s']:.1f} crops/s")
     print("\n| InsightFace detection, 640x640 image, fake pack | ms/image |")
     print("|---|---:|")
     for r in detection:
