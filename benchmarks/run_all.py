@@ -6,7 +6,7 @@ marks with ``_common.summary`` are gathered into the table at the end, beside th
 A benchmark that fails is reported and the rest still run; the exit status is 1 if any failed.
 
     python benchmarks/run_all.py                    # the full figures (tens of minutes on CPU)
-    python benchmarks/run_all.py --tiny             # every benchmark in seconds-long smoke mode
+    python benchmarks/run_all.py --tiny             # smoke mode (callgrind left out unless --only names it)
     python benchmarks/run_all.py --skip instructions --only aligner pose
 """
 
@@ -64,7 +64,8 @@ def main() -> None:
     _common.add_tiny_flag(parser)
     args = parser.parse_args()
     tiny = _common.is_tiny(args)
-    chosen = [n for n in (args.only or names) if n not in args.skip]
+    skip = set(args.skip) | ({"instructions"} if tiny and not args.only else set())  # valgrind: minutes
+    chosen = [n for n in (args.only or names) if n not in skip]
     print(_common.machine())
     results = {}
     for name in chosen:
