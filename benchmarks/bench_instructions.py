@@ -10,8 +10,8 @@ for the ``N`` measured forward calls only, so callgrind's ``Collected`` count is
 ``WanVACETransformer3DModel`` with one transformer block (and its VACE block) at Wan2.1-1.3B's
 width (12 heads × 128 = 1536, FFN 8960, 4096-wide text) on ≥ 1.5k video tokens; one torch thread.
 
-    python benchmarks/bench_instructions.py            # real width, a few minutes of CPU
-    python benchmarks/bench_instructions.py --tiny     # small width, seconds
+    python benchmarks/bench_instructions.py            # real width (valgrind: slow, minutes per condition)
+    python benchmarks/bench_instructions.py --tiny     # small width (still a torch import under valgrind)
 """
 
 from __future__ import annotations
