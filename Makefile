@@ -1,5 +1,6 @@
 # Quick start:  make demo   (the main job on an embedded tiny model set, no downloads)
 #               make test   (every test, including the ones inside a real ComfyUI server)
+#               make bench  (every benchmark, one summary table; benchmarks/run_all.py --tiny: smoke run)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -16,7 +17,7 @@ demo: setup
 	$(PY) -m faithfulfaces_core.demo
 
 bench: setup
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	$(PY) benchmarks/run_all.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -12,6 +12,10 @@
    Euler embedding, dictionary (correlation, max-pool, softmax, G = w·D), token projection and
    loss: the step is cut at the stage boundaries (detached tensors) and every stage's forward and
    backward is timed on its own.
+3. ``align()`` chunk size: 1024 faces (``--chunk-faces``) through ``align(batch_size=c)`` for each
+   chunk size, interleaved round by round; per-round ratios to ``ALIGN_CHUNK`` (the default);
+   beside each, the FLOP floor (FLOPs counted by ``torch.utils.flop_counter`` over this
+   machine's measured fp32 GEMM rate).
 
     python benchmarks/bench_aligner.py [--device cpu] [--dtype fp32] [--batches 1 64 1024]
 """
@@ -25,15 +29,13 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
+import torch
 
-import torch  # noqa: E402
-
-from faithfulfaces_core.aligner import AlignerConfig, PoseSharedAligner, info_nce  # noqa: E402
-from faithfulfaces_core.aligner.inputs import preprocess  # noqa: E402
+from faithfulfaces_core.aligner import AlignerConfig, PoseSharedAligner, info_nce
+from faithfulfaces_core.aligner.inputs import preprocess
+from faithfulfaces_core.aligner.model import ALIGN_CHUNK
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("forward", "train", "train-ckpt")
@@ -153,6 +155,27 @@ def stage_split(args: argparse.Namespace, pairs: int) -> dict[str, tuple[float, 
     return {s: (best[s][0], best[s][1]) for s in STAGES}
 
 
+def chunk_sweep(args: argparse.Namespace) -> tuple[dict[int, float], dict[int, _common.PairedRatio], float]:
+    """faces/s of ``align`` per chunk size, per-round ratios (time / time at ALIGN_CHUNK), floor faces/s."""
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    aligner = build(args).eval()
+    crops, euler = make_inputs(args.chunk_faces, args)
+    sizes = sorted(set(args.chunks) | {ALIGN_CHUNK, args.chunk_faces})
+    aligner.align(crops[:2], euler[:2])
+    with torch.no_grad():
+        flops = _common.count_flops(lambda: aligner(crops[:4], euler[:4])) / 4
+    times: dict[int, list[float]] = {c: [] for c in sizes}
+    for r in range(args.rounds):
+        for c in sizes[:: 1 if r % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            aligner.align(crops, euler, batch_size=c)
+            times[c].append(time.perf_counter() - t0)
+    ratios = {c: _common.ratio_stats([t / d for t, d in zip(times[c], times[ALIGN_CHUNK], strict=True)])
+              for c in sizes}
+    rates = {c: args.chunk_faces / min(times[c]) for c in sizes}
+    return rates, ratios, _common.gemm_rate() / flops
+
+
 def run_worker(args: argparse.Namespace, mode: str, batch: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--batch", str(batch), "--device", args.device,
            "--dtype", args.dtype, "--dictionary-size", str(args.dictionary_size), "--token-dim",
@@ -180,7 +203,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-faces", type=int, default=1024, help="faces for the align() chunk sweep")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the chunk sweep")
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.batches, args.split_batches, args.min_time, args.max_repeats = [2], [2], 0.0, 1
+        args.dictionary_size, args.crop_size, args.chunk_faces, args.chunks, args.rounds = 64, 32, 8, [2], 2
+        args.token_dim = 64
     if args.worker:
         print(json.dumps(worker(args)))
         return
@@ -195,7 +226,7 @@ def main() -> None:
         f"aligner: d={cfg.dim}, {cfg.depth}-layer patch transformer, N={(cfg.image_size // cfg.patch_size) ** 2} "
         f"tokens of {cfg.image_size}px crops, K={cfg.dictionary_size}, M={cfg.num_tokens}x C={cfg.token_dim}, "
         f"{n_params / 1e6:.2f} M parameters; device {args.device}, {args.dtype}, "
-        f"{args.threads or torch.get_num_threads()} threads, input crops {args.crop_size}px"
+        f"{args.threads or torch.get_num_threads()} threads, input crops {args.crop_size}px; {_common.machine()}"
     )
     table = Table(title="Aligner throughput and peak memory "
                         "(forward: B faces; fwd+bwd: a training step on B pairs = 2B faces)")
@@ -230,6 +261,21 @@ def main() -> None:
     split.add_row("total", *sum(([f"{1e3 * sum(sum(v) for v in results[p].values()):.0f}", ""]
                                  for p in args.split_batches), []))
     console.print(split)
+
+    with console.status("align() chunk sweep"):
+        rates, ratios, floor = chunk_sweep(args)
+    sweep = Table(title=f"align() on {args.chunk_faces} faces by chunk size (forward; FLOP floor {floor:.0f} faces/s "
+                        f"at {_common.gemm_rate() / 1e9:.0f} GFLOP/s fp32 GEMM)")
+    for col in ("chunk", "faces/s (best round)", "of floor", f"time vs chunk {ALIGN_CHUNK} (median, IQR)"):
+        sweep.add_column(col, justify="right")
+    for c, rate in rates.items():
+        sweep.add_row(str(c) + (" (default)" if c == ALIGN_CHUNK else ""), f"{rate:.1f}", f"{rate / floor:.2f}",
+                      str(ratios[c]))
+    console.print(sweep)
+    best = max(rates, key=rates.get)
+    _common.summary("aligner", f"align() {args.chunk_faces} faces, chunk {ALIGN_CHUNK} (default)",
+                    f"{rates[ALIGN_CHUNK]:.1f} faces/s", f"{floor:.0f} faces/s",
+                    note=f"fastest chunk {best}; one piece: {ratios[args.chunk_faces]}")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video  # noqa: E402
+from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video
 
 LEVELS = list(range(16, 240, 8))
 
@@ -220,6 +219,19 @@ def curation_stages(tmp: Path, frames: int) -> None:
     print(f"\npipeline (det size 640, thresholds, identity) / (decode + detect at det size 640) = {goal:.2f} (goal >= 0.8)")
 
 
+def decode_only(corpus: Path) -> tuple[int, float]:
+    """Frames and seconds to decode every video of ``corpus`` with PyAV: curation's floor."""
+    import av
+
+    frames, t0 = 0, time.perf_counter()
+    for video in sorted(corpus.glob("*.mp4")):
+        with av.open(str(video)) as container:
+            for frame in container.decode(video=0):
+                frame.to_ndarray(format="rgb24")
+                frames += 1
+    return frames, time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -236,7 +248,10 @@ def main() -> None:
     parser.add_argument("--stage-frames", type=int, default=24, help="frames of the curation-stage clip")
     parser.add_argument("--child-memory", nargs=2, metavar=("VIDEO", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--pose", default="scripted", help=argparse.SUPPRESS)
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.videos, args.frames, args.size, args.pose_videos = 2, 4, "128x96", 1
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.child_memory:
         child_memory(*args.child_memory, width, height, args.pose)
@@ -253,7 +268,7 @@ def main() -> None:
 
     print(
         f"CPU: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"videos {width}x{height} @ 25 fps, every frame sampled"
+        f"videos {width}x{height} @ 25 fps, every frame sampled; {_common.machine()}"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -278,6 +293,9 @@ def main() -> None:
         r = run_build(pose_corpus, tmp / "sixdrepnet", width, height, workers=1, estimator=estimator)
         rows.append(("scripted detector + 6DRepNet B1g2 (random, torch CPU), workers=1", r))
 
+        decoded, seconds = decode_only(corpus)
+        rows.append(("floor: PyAV decode only (no detection, crops or writing)",
+                     {"videos": args.videos, "frames": decoded, "processing_s": seconds}))
         print("\n| run | videos | frames | wall s (processing) | videos/s | frames/s |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, r in rows:
@@ -286,6 +304,9 @@ def main() -> None:
                 f"| {name} | {r['videos']} | {r['frames']} | {s:.2f} | {r['videos'] / s:.2f} | {r['frames'] / s:.1f} |"
             )
 
+        for name, r in rows:
+            _common.summary("dataset", name, f"{r['frames'] / r['processing_s']:.1f} frames/s",
+                            f"{decoded / seconds:.1f} frames/s (decode only)")
         print("\n| peak RSS of one build process | frames | peak MiB | MiB before the build |")
         print("|---|---:|---:|---:|")
         for pose, label in (("scripted", "scripted models"), (str(weights), "6DRepNet B1g2")):

@@ -17,6 +17,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the repository on sys.path)
 import cv2
 import numpy as np
 from PIL import Image
@@ -276,7 +277,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-cnn", action="store_true")
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.trials, args.skip_cnn = 10, True
+    print(_common.machine())
     synthetic_table(args.trials, args.seed)
     focal_table(args.seed)
     photo_tables(args.skip_cnn)

@@ -4,8 +4,9 @@ A randomly initialised Wan VACE transformer of Wan2.1-1.3B's width (12 heads × 
 4096-wide text) but only a few blocks is loaded with ComfyUI's ``load_diffusion_model_state_dict``
 (what UNETLoader does), patched with ``patch_native_model`` and sampled through ``CFGGuider``
 with CFG (positive and negative in one batch of 2). Each condition runs ``--steps`` model calls
-per round; rounds alternate the conditions, and the table reports the median CPU time
-(``time.process_time``, one torch thread) of a call and its ratio to the unpatched model.
+per round; every round runs each condition once (order reversed in every other round), and the
+table reports the median CPU time (``time.process_time``, one torch thread) of a call and the
+median, with quartiles, of the per-round ratios to the unpatched model of the same round.
 ComfyUI runs in this process (a benchmark, not the pack), imported from the set-up checkout.
 
     python benchmarks/bench_native.py             # 4 blocks, 180 video tokens, 512 text tokens
@@ -20,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _common
 
 CONDITIONS = {
     "plain": ("unpatched MODEL (also: the patch with no pose token)", {}),
@@ -66,12 +66,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3, help="latent frames")
     parser.add_argument("--side", type=int, default=(12, 20), nargs=2, help="latent height, width")
     parser.add_argument("--text", type=int, default=512, help="text tokens (ComfyUI pads Wan prompts to 512)")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true")
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
     if args.quick:
-        args.blocks, args.rounds, args.steps = 2, 2, 2
+        args.blocks, args.rounds, args.steps = 2, 4, 1
+    if _common.is_tiny(args):
+        args.blocks, args.rounds, args.steps, args.frames, args.side, args.text = 1, 2, 1, 1, (4, 4), 16
 
     from faithfulfaces_core.host import default_comfyui_dir
 
@@ -116,21 +119,30 @@ def main() -> None:
             times[current].append(time.process_time() - start)
         return x
 
-    for _ in range(args.rounds):
-        for current in CONDITIONS:
+    ratios: dict[str, list[float]] = {name: [] for name in CONDITIONS}
+    for r in range(args.rounds):
+        for current in list(CONDITIONS)[:: 1 if r % 2 == 0 else -1]:
             guider = comfy.samplers.CFGGuider(models[current])
             guider.set_conds(positive, negative)
             guider.set_cfg(5.0)
             guider.sample(noise, latent, comfy.samplers.KSAMPLER(sampler), torch.tensor([0.8, 0.0]), seed=0)
+        this_round = {n: statistics.median(t[-args.steps:]) for n, t in times.items()}
+        for n in CONDITIONS:
+            ratios[n].append(this_round[n] / this_round["plain"])
 
     plain = statistics.median(times["plain"])
     print(f"\nWan VACE {args.blocks} blocks × 1536 wide, {args.frames * h * w // 4} video + {args.text} text tokens, "
-          f"4 pose tokens, CFG batch of 2, CPU 1 thread, median of {args.rounds * args.steps} calls\n")
-    print(f"| {'condition':<52} | ms / CFG step | vs plain |")
+          f"4 pose tokens, CFG batch of 2, CPU 1 thread, {args.rounds} rounds × {args.steps} calls; "
+          f"{_common.machine()}\n")
+    print(f"| {'condition':<52} | ms / CFG step | vs plain (median of per-round ratios, IQR) |")
     print(f"|{'-' * 54}|---------------|----------|")
     for name, (label, _) in CONDITIONS.items():
         t = statistics.median(times[name])
-        print(f"| {label:<52} | {t * 1000:13.1f} | {t / plain:7.3f}× |")
+        print(f"| {label:<52} | {t * 1000:13.1f} | {_common.ratio_stats(ratios[name])} |")
+        if name != "plain":
+            _common.summary("native", f"{label} vs plain (wall, paired)", f"{statistics.median(ratios[name]):.3f}",
+                            note=str(_common.ratio_stats(ratios[name])))
+    _common.summary("native", "plain CFG step", f"{plain * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

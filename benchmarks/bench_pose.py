@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def _rss_mb() -> float:
@@ -111,6 +110,44 @@ def detection_times(folder: Path, iterations: int) -> list[dict]:
     return rows
 
 
+PHOTOS = (("insightface", "data/images/Tom_Hanks_54745.png"), ("insightface", "data/images/t1.jpg"),
+          ("skimage", "data/astronaut.png"))
+
+
+def photo_crops(limit: int) -> np.ndarray:
+    """Face crops ``[F, 224, 224, 3]`` (dlib HOG boxes ×1.5) from photographs installed packages ship."""
+    import importlib.util
+
+    from PIL import Image
+
+    from faithfulfaces_core.pose.crop import crop_face
+    from faithfulfaces_core.pose.dlib_backend import DlibFaceDetector
+
+    detector, crops = DlibFaceDetector(), []
+    for package, relative in PHOTOS:
+        spec = importlib.util.find_spec(package)
+        path = Path(next(iter(spec.submodule_search_locations))) / relative
+        image = np.asarray(Image.open(path).convert("RGB"))
+        crops += [crop_face(image, face.box)[0] for face in detector.detect(image)]
+    return np.stack(crops[:limit])
+
+
+def bf16_error(pairs: int) -> dict:
+    """Angle error of bf16 vs fp32 (same random weights as the tests) on real face crops, and the
+    paired time ratio bf16 / fp32 of one batch."""
+    import torch
+
+    from faithfulfaces_core.pose.sixdrepnet import SixDRepNetEstimator
+    from faithfulfaces_core.tiny.pose import random_sixdrepnet
+
+    crops = photo_crops(2 if _common.is_tiny() else 16)
+    fp32 = SixDRepNetEstimator(random_sixdrepnet(0), device="cpu")
+    bf16 = SixDRepNetEstimator(random_sixdrepnet(0), device="cpu", dtype=torch.bfloat16)
+    error = np.abs((bf16.estimate(crops) - fp32.estimate(crops) + 180) % 360 - 180)
+    ratio = _common.paired(lambda: fp32.estimate(crops), lambda: bf16.estimate(crops), pairs)
+    return {"faces": len(crops), "max": float(error.max()), "mean": float(error.mean()), "ratio": ratio}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,7 +156,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
     parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "BATCH", "PATH"), help=argparse.SUPPRESS)
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.iterations, args.batches = 1, [1]
     if args.worker:
         backend, batch, path = args.worker
         print(json.dumps(worker(backend, int(batch), path, args.iterations, args.threads)))
@@ -150,7 +190,7 @@ def main() -> None:
 
     print(
         f"\nCPU: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}; RepVGG-B1g2 6DRepNet, 224x224 crops\n"
+        f"onnxruntime {onnxruntime.__version__}; RepVGG-B1g2 6DRepNet, 224x224 crops; {_common.machine()}\n"
     )
     print("| backend | batch | threads | crops/s | ms/call | peak RSS (MB) | model+run (MB) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -159,6 +199,14 @@ def main() -> None:
             f"| {r['backend']} | {r['batch']} | {r['threads']} | {r['crops_per_s']:.1f} | {r['ms_per_call']:.0f} "
             f"| {r['peak_mb']:.0f} | {r['model_run_mb']:.0f} |"
         )
+    e = bf16_error(1 if _common.is_tiny() else 3)
+    print(f"\nbf16 vs fp32 on {e['faces']} real face crops (random weights): angle error max {e['max']:.2f}°, "
+          f"mean {e['mean']:.2f}° (6DRepNet's own MAE ≈ 4°); bf16 / fp32 time {e['ratio']}")
+    _common.summary("pose", "6DRepNet bf16 vs fp32, angle error on real crops",
+                    f"max {e['max']:.2f}°, mean {e['mean']:.2f}°", note=f"time ratio {e['ratio']}")
+    for r in results:
+        _common.summary("pose", f"6DRepNet {r['backend']}, batch {r['batch']}, {r['threads']} threads",
+                        f"{r['crops_per_s']:.1f} crops/s")
     print("\n| InsightFace detection, 640x640 image, fake pack | ms/image |")
     print("|---|---:|")
     for r in detection:

@@ -38,8 +38,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _common
+
+REPO = _common.REPO
 
 SMALL_TRANSFORMER = {
     "patch_size": [1, 2, 2], "num_attention_heads": 8, "attention_head_dim": 64, "in_channels": 16,
@@ -258,7 +259,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--memory", action="store_true", help="print the memory arithmetic for 1.3B and 14B")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.steps, args.sizes, args.variants = 1, ["tiny"], list(VARIANTS)[:1]
     if args.memory:
         memory_report(args)
         return
@@ -267,7 +271,8 @@ def main() -> None:
         return
     import torch
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), CPU, fp32, {args.steps} steps per row\n")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), CPU, fp32, {args.steps} steps per row; "
+          f"{_common.machine()}\n")
     print(f"{'model':<6} {'variant':<11} {'s/step':>8} {'peak RSS MB':>12} {'growth MB':>10} {'last loss':>10}")
     for size in args.sizes:
         work = Path(tempfile.mkdtemp(prefix=f"bench_training_{size}_"))
@@ -278,6 +283,8 @@ def main() -> None:
                 row = measure(overrides + VARIANTS[variant], args)
                 print(f"{size:<6} {variant:<11} {row['seconds']:>8.3f} {row['peak_mb']:>12.0f} "
                       f"{row['growth_mb']:>10.0f} {row['loss']:>10.4f}", flush=True)
+                _common.summary("training", f"{size} model, {variant}", f"{row['seconds']:.3f} s/step",
+                                note=f"peak RSS {row['peak_mb']:.0f} MB")
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common
 
 CONDITIONS = {
     "plain": "no injection installed",
@@ -194,7 +194,7 @@ def peak_memory(condition: str) -> tuple[float, float] | None:
     """(RSS before, peak RSS during two steps) in MiB, in a fresh process; None off Linux."""
     if not Path("/proc/self/clear_refs").exists():
         return None
-    cmd = [sys.executable, __file__, "--child", condition] + [a for a in sys.argv[1:] if a != "--quick"]
+    cmd = [sys.executable, __file__, "--child", condition] + [a for a in sys.argv[1:] if a not in ("--quick", "--tiny")]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return result["before_mib"], result["peak_mib"]
@@ -233,18 +233,22 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=15, help="step pairs per comparison")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", choices=list(CONDITIONS))
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
     if args.quick:
         args.pairs = 4
+    if _common.is_tiny(args):
+        args.layers, args.heads, args.ffn, args.text_dim, args.text_len = 2, 1, 128, 64, 16
+        args.latent_frames, args.latent_side, args.pairs = 2, 4, 2
 
     seq = args.latent_frames * (args.latent_side // 2) ** 2
     print(f"WanVACETransformer3DModel: {args.layers} blocks ({len(range(0, args.layers, 2))} VACE), width "
           f"{args.heads * args.head_dim}, ffn {args.ffn}; video sequence {seq} tokens, text {args.text_len}, "
           f"pose tokens {args.tokens}; {args.threads} CPU thread(s); a step = cond + uncond call; "
-          f"{args.pairs} step pairs per comparison")
+          f"{args.pairs} step pairs per comparison; {_common.machine()}")
     ratios, times = paired_timing(args)
     peaks = {c: peak_memory(c) for c in CONDITIONS}
     print()
@@ -265,10 +269,13 @@ def main() -> None:
     print("| video tokens L | original | installed, no tokens | tokens (strength 1) | tokens (strength 0.5) |")
     print("|---:|---:|---:|---:|---:|")
     for frames, side in ((args.latent_frames, args.latent_side), (args.latent_frames, args.latent_side * 2)):
-        r = attention_call(args, frames, side, max(20, args.pairs * 4))
+        r = attention_call(args, frames, side, 2 if _common.is_tiny() else max(20, args.pairs * 4))
         cells = " | ".join(f"{r[k]:.2f} ({(r[k] / r['original'] - 1) * 100:+.1f}%)" for k in ("installed", "tokens", "tokens_s0.5"))
         print(f"| {r['seq']} | {r['original']:.2f} | {cells} |")
     print()
+    for a, b in COMPARISONS:
+        _common.summary("wan", f"{CONDITIONS[b]} vs {CONDITIONS[a]} (CPU time, paired)",
+                        f"{statistics.median(ratios[(a, b)]):.3f}", note=str(_common.ratio_stats(ratios[(a, b)])))
     overhead = statistics.median(ratios[("plain", "tokens")]) - 1
     print(f"injection (default: tokens in the cond pass) costs {overhead * 100:+.2f}% of a step (median of paired "
           f"ratios); target < 3%: {'met' if overhead < 0.03 else 'NOT met'}")

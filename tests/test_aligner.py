@@ -17,15 +17,16 @@ from faithfulfaces_core.aligner import (
     ALIGNER_FORMAT,
     CLIP_INIT_LOGIT_SCALE,
     CLIP_MAX_LOGIT_SCALE,
+    TOKENIZERS,
     AlignerConfig,
     FrozenFeatureTokenizer,
     PoseSharedAligner,
     euler_harmonics,
     info_nce,
     load_aligner,
-    register_tokenizer,
     save_aligner,
 )
+from faithfulfaces_core.aligner.model import ALIGN_CHUNK
 from faithfulfaces_core.checkpoints import read_metadata, save_checkpoint
 from faithfulfaces_core.errors import CheckpointError, FaithfulFacesError, MissingModelError
 from faithfulfaces_core.tiny.aligner import build_tiny_aligner, tiny_aligner_config, write_tiny_aligner
@@ -329,6 +330,20 @@ def test_align_batches_restores_mode_and_returns_no_graph():
     torch.testing.assert_close(single.g, whole.g[:1], atol=1e-5, rtol=1e-5)
 
 
+def test_align_default_chunks_agree_with_one_piece():
+    aligner = build_tiny_aligner(seed=18)
+    n = 2 * ALIGN_CHUNK + 5  # two full chunks and a remainder
+    crops, euler = _inputs(n, size=40, seed=19)
+    chunked = aligner.align(crops, euler)
+    whole = aligner.align(crops, euler, batch_size=n)
+    with torch.no_grad():
+        forward = aligner.eval()(crops, euler)
+    for c, w, f in zip(chunked, whole, forward, strict=True):
+        assert c.shape[0] == n
+        torch.testing.assert_close(c, w, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c, f, atol=1e-5, rtol=1e-5)
+
+
 def test_align_resizes_inside():
     aligner = build_tiny_aligner(seed=17)
     colour = torch.tensor([0.2, 0.6, 0.9]).view(1, 3, 1, 1)
@@ -394,7 +409,13 @@ def _frozen_backbone() -> torch.nn.Module:
     )
 
 
-register_tokenizer("test_frozen_conv", lambda c: FrozenFeatureTokenizer(_frozen_backbone(), 20, c.dim))
+class _FrozenConvTokenizer(FrozenFeatureTokenizer):
+    @classmethod
+    def from_config(cls, c):
+        return cls(_frozen_backbone(), 20, c.dim)
+
+
+TOKENIZERS["test_frozen_conv"] = _FrozenConvTokenizer
 
 
 def test_frozen_feature_tokenizer_swaps_in(tmp_path):

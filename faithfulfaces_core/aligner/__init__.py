@@ -16,11 +16,10 @@ from .loss import info_nce
 from .model import AlignerOutput, PoseSharedAligner
 from .projection import PoseTokenProjection
 from .tokenizer import (
+    TOKENIZERS,
     FrozenFeatureTokenizer,
     PatchTransformerTokenizer,
     build_tokenizer,
-    register_tokenizer,
-    registered_tokenizers,
 )
 
 __all__ = [
@@ -38,11 +37,10 @@ __all__ = [
     "PoseSharedAligner",
     "PoseSharedDictionary",
     "PoseTokenProjection",
+    "TOKENIZERS",
     "build_tokenizer",
     "euler_harmonics",
     "info_nce",
     "load_aligner",
-    "register_tokenizer",
-    "registered_tokenizers",
     "save_aligner",
 ]

@@ -33,7 +33,7 @@ class AlignerConfig:
 
     - ``image_size``: face crops are resized to ``image_size x image_size`` inside the aligner.
     - ``pixel_mean`` / ``pixel_std``: per-channel normalisation of 0..1 RGB (ArcFace's 0.5/0.5).
-    - ``tokenizer``: registered face-tokenizer name (see ``aligner.tokenizer``); the
+    - ``tokenizer``: face-tokenizer name, a key of ``aligner.TOKENIZERS``; the
       ``patch_*``/``depth``/``num_heads``/``mlp_ratio`` fields belong to the default one.
     - ``dim``: d, width of face embeddings, pose embedding, dictionary atoms and G.
     - ``num_harmonics``: F, integer harmonics per Euler angle (sin kθ, cos kθ, k = 1..F).

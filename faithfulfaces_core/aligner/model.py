@@ -21,6 +21,8 @@ from .loss import info_nce
 from .projection import PoseTokenProjection
 from .tokenizer import build_tokenizer
 
+ALIGN_CHUNK = 32  # faces per chunk in align(); the fastest size bench_aligner.py measured on CPU
+
 
 class AlignerOutput(NamedTuple):
     """``g`` ``[B, d]``, ``tokens`` ``[B, M, C]``, ``weights`` ``[B, K]`` (float32, rows sum to 1)."""
@@ -117,8 +119,9 @@ class PoseSharedAligner(nn.Module):
     def align(self, face_crops: torch.Tensor, euler: torch.Tensor, *, batch_size: int | None = None) -> AlignerOutput:
         """Inference on any number of faces: ``[B, 3, H, W]`` 0..1 RGB, ``[B, 3]`` degrees.
 
-        Inputs are moved to the aligner's device; runs in chunks of ``batch_size`` (all at once
-        when None) and in eval mode. Returns ``g`` and ``tokens`` in the aligner's dtype and
+        Inputs are moved to the aligner's device; runs in eval mode, in chunks of ``batch_size``
+        faces (``ALIGN_CHUNK`` when None: one huge batch runs slower per face than chunks that
+        stay in cache, see benchmarks/bench_aligner.py). Returns ``g`` and ``tokens`` in the aligner's dtype and
         ``weights`` in float32, on the aligner's device.
         """
         if isinstance(euler, torch.Tensor) and euler.ndim == 1 and euler.shape[0] == 3:
@@ -130,7 +133,7 @@ class PoseSharedAligner(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            step = batch_size or face_crops.shape[0]
+            step = batch_size or ALIGN_CHUNK
             parts = [
                 self(face_crops[i : i + step].to(self.device), euler[i : i + step].to(self.device))
                 for i in range(0, face_crops.shape[0], step)

@@ -2,14 +2,12 @@
 
 The default is a small ViT-style encoder (patch embedding, learned positions, pre-norm
 transformer layers from ``torch.nn``). Any module with the same call contract can replace it:
-register a builder under a name with ``register_tokenizer`` and set ``AlignerConfig.tokenizer``
-to that name. ``FrozenFeatureTokenizer`` wraps a frozen backbone (e.g. a face-recognition
+add its class (with a ``from_config(config)`` classmethod) to ``TOKENIZERS`` under a name and
+set ``AlignerConfig.tokenizer`` to that name. ``FrozenFeatureTokenizer`` wraps a frozen backbone (e.g. a face-recognition
 network) whose feature map becomes the token sequence through a trainable linear map.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,35 +16,20 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import FaithfulFacesError
 from .config import AlignerConfig
 
-TokenizerBuilder = Callable[[AlignerConfig], nn.Module]
-_REGISTRY: dict[str, TokenizerBuilder] = {}
-
-
-def register_tokenizer(name: str, builder: TokenizerBuilder) -> None:
-    """Make ``AlignerConfig(tokenizer=name)`` build ``builder(config)``.
-
-    The built module maps ``[B, 3, S, S]`` normalised pixels to ``[B, N, config.dim]``. Its
-    weights are saved in the aligner file like the rest, so loading needs the same registration.
-    """
-    if not name or not isinstance(name, str):
-        raise FaithfulFacesError(f"A tokenizer name must be a non-empty string, got {name!r}.")
-    _REGISTRY[name] = builder
-
-
-def registered_tokenizers() -> list[str]:
-    return sorted(_REGISTRY)
-
 
 def build_tokenizer(config: AlignerConfig) -> nn.Module:
-    """The tokenizer ``config.tokenizer`` names; an unknown name says which ones exist."""
-    builder = _REGISTRY.get(config.tokenizer)
-    if builder is None:
+    """The tokenizer class ``TOKENIZERS[config.tokenizer]`` built from ``config``.
+
+    A name not in ``TOKENIZERS`` says which names exist and how to add one.
+    """
+    cls = TOKENIZERS.get(config.tokenizer)
+    if cls is None:
         raise FaithfulFacesError(
-            f"Unknown face tokenizer '{config.tokenizer}' (registered: {registered_tokenizers()}). "
-            "Register it with faithfulfaces_core.aligner.register_tokenizer(name, builder) before "
+            f"Unknown face tokenizer '{config.tokenizer}' (known: {sorted(TOKENIZERS)}). Add its class to "
+            "faithfulfaces_core.aligner.TOKENIZERS (name -> class with from_config(config)) before "
             "building or loading this aligner."
         )
-    return builder(config)
+    return cls.from_config(config)
 
 
 class PatchTransformerTokenizer(nn.Module):
@@ -80,6 +63,10 @@ class PatchTransformerTokenizer(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+
+    @classmethod
+    def from_config(cls, c: AlignerConfig) -> PatchTransformerTokenizer:
+        return cls(c.image_size, c.patch_size, c.dim, c.depth, c.num_heads, c.mlp_ratio)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(pixels).flatten(2).transpose(1, 2) + self.position  # [B, N, d]
@@ -123,7 +110,5 @@ class FrozenFeatureTokenizer(nn.Module):
         return self.norm(self.proj(features))
 
 
-register_tokenizer(
-    "patch_transformer",
-    lambda c: PatchTransformerTokenizer(c.image_size, c.patch_size, c.dim, c.depth, c.num_heads, c.mlp_ratio),
-)
+# Names a config's ``tokenizer`` field may take (saved in every aligner file's metadata).
+TOKENIZERS: dict[str, type[nn.Module]] = {"patch_transformer": PatchTransformerTokenizer}

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..deps import require
 from ..errors import CheckpointError, FaithfulFacesError, MissingDependencyError, MissingModelError
-from .preprocess import crops_to_input
 from .rotation import RotationPoseEstimator
 from .sixdrepnet import CHECKPOINT_KIND, ONNX_INPUT, ONNX_OUTPUT, RELEASE_SOURCE, RELEASED_FILENAME
 
@@ -106,10 +105,6 @@ class OnnxPoseEstimator(RotationPoseEstimator):
         self.input_size = int(shape[2])
         self.config = json.loads(meta.get("faithfulfaces.config", "{}"))
 
-    def rotations(self, crops: np.ndarray) -> np.ndarray:
-        """``[B, S, S, 3]`` uint8 RGB → ``[B, 3, 3]`` float32 rotation matrices."""
-        x = crops_to_input(crops, self.input_size)
-        out = [np.zeros((0, 3, 3), np.float32)]
-        for start in range(0, len(x), self.batch_size):
-            out.append(self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x[start : start + self.batch_size]})[0])
-        return np.concatenate(out)
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        """``[b, 3, S, S]`` float32 (normalised) → ``[b, 3, 3]`` float32 rotation matrices."""
+        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0]

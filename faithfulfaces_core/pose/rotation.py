@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .preprocess import crops_to_input
+
 Array = Any  # np.ndarray or torch.Tensor; the output is of the input's kind
 
 GIMBAL_LOCK_EPS = 1e-6  # released threshold on sqrt(R00² + R10²) = |cos(yaw)|
@@ -189,12 +191,24 @@ def angles_from_insightface_pose(pose: Array) -> Array:
 class RotationPoseEstimator:
     """Base of estimators whose model predicts rotation matrices (6DRepNet on torch or ONNX).
 
-    Subclasses define ``rotations(crops) -> [B, 3, 3]``; ``estimate`` reads them out as Euler
-    angles in float64 (the gimbal-lock branch needs the precision) and returns float32.
+    The shared part lives here: the released preprocessing, chunking into ``batch_size`` crops,
+    and the Euler read-out (float64: the gimbal-lock branch needs the precision). Subclasses set
+    ``input_size`` and ``batch_size`` and define ``run_batch(x [b, 3, S, S] float32) -> [b, 3, 3]``.
     """
 
-    def rotations(self, crops: np.ndarray) -> np.ndarray:
+    input_size: int
+    batch_size: int
+
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def rotations(self, crops: np.ndarray) -> np.ndarray:
+        """``[B, S, S, 3]`` uint8 RGB → ``[B, 3, 3]`` float32 rotation matrices."""
+        x = crops_to_input(crops, self.input_size)
+        out = [np.zeros((0, 3, 3), np.float32)]
+        for start in range(0, len(x), self.batch_size):
+            out.append(np.asarray(self.run_batch(x[start : start + self.batch_size]), np.float32))
+        return np.concatenate(out)
 
     def estimate(self, crops: np.ndarray, faces=None, image_sizes=None) -> np.ndarray:
         """``[B, S, S, 3]`` uint8 RGB → ``[B, 3]`` float32 (pitch, yaw, roll) degrees."""
