@@ -301,10 +301,6 @@ class PoseTokenInjection:
         return self._transformer()
 
     @property
-    def installed(self) -> bool:
-        return bool(self._originals)
-
-    @property
     def step(self) -> int:
         return self._step
 
