@@ -7,12 +7,12 @@ Prints one table row per video and writes ``facesim.json``, one plot per video
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import EXIT_OK, run_command
 from ..errors import FaithfulFacesError
 from ..pose.types import FaceDetector, PoseEstimator
 from .padding import PAD_FACTOR, PAD_MODES
@@ -151,14 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # a file or pipe: full rows, not an 80-column wrap
         console = Console(width=max(console.width, 160))
-    try:
+
+    def body() -> int:
         report = run(args)
-    except FaithfulFacesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    console.print(table(report))
-    written = [REPORT_FILE] + [v["plot"] for v in report["videos"]]
-    if len(report["videos"]) > 1:
-        written.append(COMPARISON_FILE)
-    console.print(f"wrote {', '.join(written)} to {Path(args.out)}", highlight=False)
-    return 0
+        console.print(table(report))
+        written = [REPORT_FILE] + [v["plot"] for v in report["videos"]]
+        if len(report["videos"]) > 1:
+            written.append(COMPARISON_FILE)
+        console.print(f"wrote {', '.join(written)} to {Path(args.out)}", highlight=False)
+        return EXIT_OK
+
+    return run_command(body, interrupted="interrupted")
