@@ -1,4 +1,4 @@
-"""Headless joint training of the pose-shared aligner and the Wan2.1-VACE LoRA (issue 6).
+"""Headless joint training of the pose-shared aligner and the Wan2.1-VACE LoRA.
 
 ``L = L_flow_matching + λ·L_InfoNCE``: the LoRA, the pose-token projection and the aligner are
 trained; the base model is frozen. Submodules (imported on use; this package imports nothing
