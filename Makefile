@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo bench lint
+.PHONY: setup test demo bench lint complexity
 
 setup:
 	bash scripts/setup.sh
@@ -21,3 +21,8 @@ bench: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m vulture
+
+# Functions over 60 lines or cyclomatic complexity 15 (the style guide's marks), longest first.
+complexity: setup
+	git ls-files '*.py' | xargs $(PY) -m lizard -l python -L 60 -C 15 -w --sort nloc || true

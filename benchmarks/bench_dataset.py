@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import _common
-
 import numpy as np
 
 from faithfulfaces_core.tiny.scripted import ScriptedDetector, ScriptedPoseEstimator, write_gray_video

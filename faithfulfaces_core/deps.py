@@ -43,12 +43,3 @@ def require(module: str, feature: str) -> ModuleType:
         raise MissingDependencyError(
             f"{feature} needs the Python package '{module}', which {kind}. Install it with: {hint}"
         ) from exc
-
-
-def available(module: str) -> bool:
-    """True when ``module`` imports cleanly (used to label nodes, never to fall back silently)."""
-    try:
-        importlib.import_module(module)
-    except Exception:
-        return False
-    return True

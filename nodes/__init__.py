@@ -1,6 +1,6 @@
 """The pack's ComfyUI nodes (V3 schema, ``comfy_api.latest``), in the order the menu shows them."""
 
-from .aligner import LoadAligner, PoseToken
+from .aligner import EncodePoseToken, LoadAligner
 from .evaluation import FaceSimEvaluate
 from .models import register_model_folders
 from .native import NativeWanPatch, WanVaceToVideoReferences
@@ -14,7 +14,7 @@ NODES = [
     FacePoseEstimate,
     PickReferenceFaces,
     LoadAligner,
-    PoseToken,
+    EncodePoseToken,
     LoadVACEPipeline,
     ApplyLoRA,
     VACESampler,

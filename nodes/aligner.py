@@ -32,7 +32,7 @@ class LoadAligner(io.ComfyNode):
         return io.NodeOutput(load_aligner(models.resolve("faithfulfaces", aligner), device=resolve_device(device)))
 
 
-class PoseToken(io.ComfyNode):
+class EncodePoseToken(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -45,10 +45,11 @@ class LoadFaceDetector(io.ComfyNode):
     @classmethod
     def execute(cls, backend, insightface_pack, provider, det_size) -> io.NodeOutput:
         from faithfulfaces_core.pose.backends import build_backend
+        from faithfulfaces_core.pose.insightface_detector import retry_det_sizes
 
         if backend == "insightface":
             kwargs = {"pack_dir": models.resolve_insightface_pack(insightface_pack), "device": provider.lower(),
-                      "det_sizes": [s for s in (det_size, 512, 384, 256) if s <= det_size]}
+                      "det_sizes": retry_det_sizes(det_size)}
         else:
             kwargs = {"with_embeddings": True}
         return io.NodeOutput(build_backend("detector", backend, **kwargs))

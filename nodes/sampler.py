@@ -17,8 +17,8 @@ DEFAULT_NEGATIVE = "low quality, blurry, static, still picture, worst quality, s
 
 
 @dataclass(frozen=True)
-class VacePipeline:
-    """What flows on a VACE pipeline socket: the loaded pipeline and the LoRA to apply.
+class PipelineAndLora:
+    """What flows on a ``FF_VACE_PIPELINE`` socket: the loaded pipeline and the LoRA to apply to it.
 
     ApplyLoRA returns a copy with its LoRA set (it never mutates the upstream pipeline), so a
     cached loader output can feed several branches with different LoRAs or strengths.
@@ -77,7 +77,7 @@ class LoadVACEPipeline(io.ComfyNode):
             folder, transformer_file=transformer_file, dtype=dtype, device=device, offload=offload,
             vae_tiling=vae_tiling, attention_backend=None if attention == "default" else attention,
         )
-        return io.NodeOutput(VacePipeline(pipe=pipe, name=model))
+        return io.NodeOutput(PipelineAndLora(pipe=pipe, name=model))
 
 
 def _model_paths(model: str, components_from: str) -> tuple:

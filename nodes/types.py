@@ -6,8 +6,8 @@ FaceDetector = io.Custom("FF_FACE_DETECTOR")  # faithfulfaces_core.pose.types.Fa
 PoseEstimator = io.Custom("FF_POSE_ESTIMATOR")  # faithfulfaces_core.pose.types.PoseEstimator
 FacePose = io.Custom("FF_FACE_POSE")  # faithfulfaces_core.pose.types.FacePose
 Aligner = io.Custom("FF_ALIGNER")  # faithfulfaces_core.aligner module, eval mode
-PoseToken = io.Custom("FF_POSE_TOKEN")  # faithfulfaces_core.aligner output for one face
-VacePipeline = io.Custom("FF_VACE_PIPELINE")  # a loaded diffusers WanVACEPipeline (+ injection)
+PoseToken = io.Custom("FF_POSE_TOKEN")  # faithfulfaces_core.pose_token.PoseToken: tokens [B, M, C] + poses
+VacePipeline = io.Custom("FF_VACE_PIPELINE")  # nodes.sampler.PipelineAndLora: WanVACEPipeline + LoRA path, scale
 
 
 def pose_token_controls(window_of: str) -> list:

@@ -364,9 +364,9 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
     assert (tmp_path / "m" / "manifest.jsonl").read_text() == (
         clean_run.directory / "manifest.jsonl"
     ).read_text()
-    assert cli.main(["build", str(corpus), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
+    assert cli.main(["build", str(corpus), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 1
     assert "Shard 2/2 is out of range" in capsys.readouterr().err
-    assert cli.main(["build", str(corpus), "--out", str(tmp_path / "x"), "--captioner", "qwen2.5-vl"]) == 2
+    assert cli.main(["build", str(corpus), "--out", str(tmp_path / "x"), "--captioner", "qwen2.5-vl"]) == 1
     assert "needs --qwen-path DIR" in capsys.readouterr().err
     missing = tmp_path / "no_models"
     assert (
@@ -386,7 +386,7 @@ def test_cli_build_and_merge(clean_run, corpus, tmp_path, capsys):
                 "--no-progress",
             ]
         )
-        == 2
+        == 1
     )
     err = capsys.readouterr().err
     assert f"6DRepNet weight file {missing / 'faithfulfaces'} does not exist" in err

@@ -143,16 +143,16 @@ def test_cli_errors_name_the_fix(tmp_path, capsys):
     ref = tmp_path / "ref.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(ref)
     write_gray_video(tmp_path / "v.mp4", [10, 20])
-    assert main([str(ref), str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert main([str(ref), str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o")]) == 1
     assert "needs --insightface-pack DIR" in capsys.readouterr().err
-    assert main([str(ref), str(tmp_path / "missing.mp4"), "--backend", "dlib-hog"]) == 2
+    assert main([str(ref), str(tmp_path / "missing.mp4"), "--backend", "dlib-hog"]) == 1
     assert "missing.mp4 does not exist" in capsys.readouterr().err
-    assert main([str(tmp_path / "nope.png"), str(tmp_path / "v.mp4"), "--backend", "dlib-hog"]) == 2
+    assert main([str(tmp_path / "nope.png"), str(tmp_path / "v.mp4"), "--backend", "dlib-hog"]) == 1
     assert "nope.png does not exist" in capsys.readouterr().err
-    assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--frames", "many"]) == 2
+    assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--frames", "many"]) == 1
     assert "neither a whole number nor 'all'" in capsys.readouterr().err
     pytest.importorskip("dlib")
-    assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--out", str(tmp_path / "o")]) == 2
+    assert main([str(ref), str(tmp_path / "v.mp4"), "--backend", "dlib-hog", "--out", str(tmp_path / "o")]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "No face found in reference image" in err and "padded" in err
 

@@ -14,6 +14,7 @@ from faithfulfaces_core.pose.insightface_detector import (
     InsightFaceDetector,
     check_insightface_pack,
     insightface_pack_dir,
+    retry_det_sizes,
 )
 from faithfulfaces_core.pose.sixdrepnet import SixDRepNetEstimator
 from faithfulfaces_core.pose.types import EulerAngles, FaceDetector
@@ -168,6 +169,21 @@ def test_retry_at_smaller_det_size(tmp_path, estimator):
     assert face.det_size == 384 and face.embedding is None and face.pose is None
     np.testing.assert_allclose(face.box, late.box, atol=1e-3)
     assert InsightFaceDetector(pack, device="cpu", det_sizes=(640, 512)).detect(image) == []
+
+
+def test_each_det_size_is_tried_once(tmp_path):
+    assert retry_det_sizes(640) == (640, 512, 384, 256)
+    assert retry_det_sizes(512) == (512, 384, 256)
+    assert retry_det_sizes(448) == (448, 384, 256)
+    assert retry_det_sizes(128) == (128,)
+    never = FakeFace((200.0, 150.0, 440.0, 470.0), score=0.9, max_det_size=128)
+    pack = build_fake_insightface_pack(tmp_path / "never", [never], recognition=False)
+    detector = InsightFaceDetector(pack, device="cpu", det_sizes=(512, 512, 384))
+    tried, detect = [], detector.app.det_model.detect
+    detector.app.det_model.detect = lambda bgr, input_size, max_num: tried.append(input_size[0]) or detect(
+        bgr, input_size=input_size, max_num=max_num)
+    assert detector.detect(paint_fake_faces(_dark(seed=9), [never])) == []
+    assert tried == [512, 384]
 
 
 def test_presence_always_and_bad_images(tmp_path, estimator):

@@ -4,6 +4,7 @@ the latent cache, optimizer/RNG checkpoint round trips and atomic checkpoint wri
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from faithfulfaces_core import deps
 from faithfulfaces_core.errors import FaithfulFacesError, MissingDependencyError
 from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.training import checkpointing
@@ -271,7 +271,7 @@ def test_tensorboard_is_required_only_when_asked(tmp_path):
     from faithfulfaces_core.training.config import load_config
     from faithfulfaces_core.training.trainer import train
 
-    if deps.available("tensorboard"):
+    if importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed here: this checks the error for when it is not")
     cfg = load_config(None, ["run.tensorboard=true", f"model.diffusers_dir={tmp_path}", f"data.dataset_dir={tmp_path}",
                              f"run.output_dir={tmp_path / 'out'}"])

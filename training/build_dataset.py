@@ -10,6 +10,9 @@ crops each face (box ×1.5), estimates its head pose with 6DRepNet, keeps a vide
 trainer reads (faithfulfaces_core.dataset.manifest.load_manifest). Rerun the same command to
 resume after a crash or kill; split a corpus over machines with --shard i/n and merge the
 shard directories with ``merge``. See docs/dataset.md.
+
+exit status: 0 done, 1 error (the message says what to change), 2 usage error,
+130 interrupted (finished videos are kept; rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from faithfulfaces_core.cli import run_command  # noqa: E402
 from faithfulfaces_core.errors import FaithfulFacesError  # noqa: E402
 
 
@@ -349,15 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     from faithfulfaces_core.dataset.lifetime import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
-    try:
-        with sigterm_as_interrupt():
-            return run_build(args) if args.command == "build" else run_merge(args)
-    except FaithfulFacesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished videos are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
+    with sigterm_as_interrupt():
+        return run_command(lambda: run_build(args) if args.command == "build" else run_merge(args),
+                           interrupted="interrupted: finished videos are saved; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ faithfulfaces_aligner.safetensors, faithfulfaces_lora.safetensors (diffusers lay
 faithfulfaces_lora_comfy.safetensors (original Wan layout for ComfyUI). See docs/training.md.
 
 exit status: 0 done, 1 error (bad config, data or model; the message says what to change),
-3 stopped by --stop-after-step, 4 diverged (NaN/inf loss; the last good checkpoint is kept).
+2 usage error, 3 stopped by --stop-after-step, 4 diverged (NaN/inf loss; the last good checkpoint
+is kept), 130 interrupted (resume with --resume).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from faithfulfaces_core.errors import FaithfulFacesError  # noqa: E402
+from faithfulfaces_core.cli import EXIT_DIVERGED, EXIT_OK, EXIT_STOPPED, run_command  # noqa: E402
 from faithfulfaces_core.training.config import load_config, options_help  # noqa: E402
 
 
@@ -52,28 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.set)
     if args.stop_after_step is not None:
         overrides.append(f"run.stop_after_step={args.stop_after_step}")
-    try:
+
+    def body() -> int:
         config = load_config(args.config, overrides)
         if args.print_config:
             print(config.to_json())
-            return 0
+            return EXIT_OK
         from faithfulfaces_core.training.trainer import StopRequested, TrainingDiverged, train
 
         try:
             train(config, resume=args.resume, progress=not args.no_progress)
         except StopRequested as exc:
             print(exc, file=sys.stderr)
-            return 3
+            return EXIT_STOPPED
         except TrainingDiverged as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 4
-    except FaithfulFacesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume (from the last checkpoint)", file=sys.stderr)
-        return 130
-    return 0
+            return EXIT_DIVERGED
+        return EXIT_OK
+
+    return run_command(body, interrupted="interrupted; resume with --resume (from the last checkpoint)")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from here (resolved lazily).
 
 from __future__ import annotations
 
-_LAZY = {
+from ..lazy import lazy_exports
+
+__all__, __getattr__ = lazy_exports(__name__, {
     "load_manifest": "manifest",
     "read_manifest": "manifest",
     "VideoRecord": "manifest",
@@ -30,14 +32,4 @@ _LAZY = {
     "FrameSampling": "decode",
     "ModelSpec": "backends",
     "Shard": "sources",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

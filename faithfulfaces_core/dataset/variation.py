@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-AXES = ("pitch", "yaw", "roll")
-
 
 def circular_range(angles: np.ndarray) -> float:
     """Smallest arc (degrees, 0..360) containing every angle of ``angles`` [N]; 0 for N ≤ 1."""

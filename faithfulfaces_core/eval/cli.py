@@ -9,12 +9,12 @@ than one segment (``--segment``, 81 frames) also gets FaceSim per segment in the
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import EXIT_OK, run_command
 from ..errors import FaithfulFacesError
 from ..pose.types import FaceDetector, PoseEstimator
 from .padding import PAD_FACTOR, PAD_MODES
@@ -178,15 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # a file or pipe: full rows, not an 80-column wrap
         console = Console(width=max(console.width, 160))
-    try:
+
+    def body() -> int:
         report = run(args)
-    except FaithfulFacesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    console.print(table(report))
-    written = [REPORT_FILE] + [v["plot"] for v in report["videos"]] + [
-        v["segments_plot"] for v in report["videos"] if v.get("segments_plot")]
-    if len(report["videos"]) > 1:
-        written.append(COMPARISON_FILE)
-    console.print(f"wrote {', '.join(written)} to {Path(args.out)}", highlight=False)
-    return 0
+        console.print(table(report))
+        written = [REPORT_FILE] + [v["plot"] for v in report["videos"]] + [
+            v["segments_plot"] for v in report["videos"] if v.get("segments_plot")]
+        if len(report["videos"]) > 1:
+            written.append(COMPARISON_FILE)
+        console.print(f"wrote {', '.join(written)} to {Path(args.out)}", highlight=False)
+        return EXIT_OK
+
+    return run_command(body, interrupted="interrupted")

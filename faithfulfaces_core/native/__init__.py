@@ -4,7 +4,7 @@
 transformer (UNETLoader's output) and returns a patched clone: the FaithfulFaces LoRA through
 ComfyUI's own LoRA loader (``lora.py``), the global pose tokens in every main block's
 self-attention through ComfyUI's wrapper / block-replace / attention-override patch points
-(``pose_patch.py``). Same contract as the diffusers path (DESIGN.md §3), so one trained LoRA +
+(``pose_patch.py``). Same contract as the diffusers path (docs/method.md), so one trained LoRA +
 aligner serve both. This package never imports ComfyUI at module level: it receives ComfyUI
 objects and imports ``comfy`` only inside functions that run inside ComfyUI.
 """

@@ -1,6 +1,6 @@
 """The global pose tokens on ComfyUI's native Wan model, through ComfyUI's public patch points.
 
-The contract is the diffusers path's (``wan/injection.py``, DESIGN.md §3): in every main block
+The contract is the diffusers path's (``wan/injection.py``, docs/method.md): in every main block
 (``blocks.N``, not the VACE blocks) the self-attention also attends to the pose tokens ``P``
 ``[B, M, C]``, projected by that block's own ``k`` / ``norm_k`` / ``v`` into keys/values without
 rotary, weighted by ``strength`` — the maths is ``pose_kv_attention``, shared by both paths.

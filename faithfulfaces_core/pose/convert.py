@@ -9,10 +9,9 @@ writes ``6DRepNet_300W_LP_AFLW2000.safetensors`` and ``.onnx`` beside it (or whe
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..errors import FaithfulFacesError
+from ..cli import EXIT_OK, run_command
 from .sixdrepnet import export_sixdrepnet_onnx, load_sixdrepnet, save_sixdrepnet
 
 
@@ -48,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         st = None
     if args.only == "safetensors":
         ox = None
-    try:
+
+    def body() -> int:
         for path in convert(args.source, safetensors=st, onnx=ox):
             print(f"wrote {path}")
-    except FaithfulFacesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_OK
+
+    return run_command(body, interrupted="interrupted")
 
 
 if __name__ == "__main__":

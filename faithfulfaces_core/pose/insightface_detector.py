@@ -40,6 +40,11 @@ DEFAULT_DET_SIZES = (640, 512, 384, 256)
 DEFAULT_MODULES = ("detection", "recognition", "landmark_3d_68")
 
 
+def retry_det_sizes(det_size: int) -> tuple[int, ...]:
+    """``det_size`` first, then each smaller default size once: 512 → (512, 384, 256)."""
+    return (int(det_size), *(s for s in DEFAULT_DET_SIZES if s < int(det_size)))
+
+
 @dataclass(frozen=True)
 class DetectedFace(Face):
     """A ``Face`` with what InsightFace adds: its own head pose (project convention) and det size.
@@ -128,7 +133,7 @@ class InsightFaceDetector:
             raise FaithfulFacesError(
                 f"Detection sizes must be positive multiples of 32, got {list(det_sizes)}."
             )
-        self.det_sizes = tuple(int(s) for s in det_sizes)
+        self.det_sizes = tuple(dict.fromkeys(int(s) for s in det_sizes))  # each size tried once, in order
         require("insightface", "Face detection with InsightFace")
         from insightface.app import FaceAnalysis
 

@@ -22,8 +22,6 @@ import numpy as np
 
 from ..pose.types import Face
 
-Box = tuple[float, float, float, float]
-
 
 def gray_level(image: np.ndarray) -> int:
     """The gray level of a solid image ``[H, W, 3]`` uint8: the median of its central quarter.

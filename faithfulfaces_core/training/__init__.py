@@ -1,4 +1,4 @@
-"""Headless joint training of the pose-shared aligner and the Wan2.1-VACE LoRA (issue 6).
+"""Headless joint training of the pose-shared aligner and the Wan2.1-VACE LoRA.
 
 ``L = L_flow_matching + λ·L_InfoNCE``: the LoRA, the pose-token projection and the aligner are
 trained; the base model is frozen. Submodules (imported on use; this package imports nothing
@@ -21,21 +21,13 @@ See docs/training.md.
 
 from __future__ import annotations
 
-_LAZY = {
+from ..lazy import lazy_exports
+
+__all__, __getattr__ = lazy_exports(__name__, {
     "TrainConfig": "config",
     "load_config": "config",
     "train": "trainer",
     "TrainingDiverged": "trainer",
     "StopRequested": "trainer",
     "write_synthetic_dataset": "synthetic",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -1,7 +1,7 @@
 """Pose-token injection: the global pose tokens join every block's self-attention as extra keys/values.
 
-DESIGN.md §3. For a block's self-attention (``attn1``) with video queries/keys/values
-``q, k, v`` ``[B, L, H, D]`` (rotary already applied to ``q`` and ``k``), the pose tokens
+The contract is in docs/method.md. For a block's self-attention (``attn1``) with video
+queries/keys/values ``q, k, v`` ``[B, L, H, D]`` (rotary already applied to ``q`` and ``k``), the pose tokens
 ``P`` ``[B, M, C]`` (``C = H·D``) are projected by that block's own ``to_k`` / ``norm_k`` /
 ``to_v`` into ``pose_k, pose_v`` ``[B, M, H, D]`` *without* rotary (they are global, not at a
 place in the video) and appended after the video keys::
@@ -11,7 +11,7 @@ place in the video) and appended after the video keys::
 ``s`` is the pose strength: each pose key counts as ``s`` copies of itself in the softmax.
 ``s = 1`` is plain concatenation, ``s = 0`` is exactly no effect (the original processor runs),
 ``s > 1`` pulls harder. That maths is ``pose_kv_attention`` — one pure function, so ComfyUI's
-native Wan model (issue 11) can call it too.
+native Wan model (``native/pose_patch.py``) calls it too.
 
 The diffusers side is an attention-processor wrapper (diffusers used as a library, nothing
 copied): ``PoseTokenAttnProcessor`` holds the block's original processor and calls it whenever
@@ -301,10 +301,6 @@ class PoseTokenInjection:
     @property
     def transformer(self):
         return self._transformer()
-
-    @property
-    def installed(self) -> bool:
-        return bool(self._originals)
 
     @property
     def step(self) -> int:

@@ -124,8 +124,3 @@ def split_original_prefix(keys: list[str]) -> str:
             return prefix
     return ""
 
-
-def strip_original_prefix(state_dict: Mapping[str, T]) -> dict[str, T]:
-    """Drop the shared ``diffusion_model.``-style prefix (the diffusers converter wants bare keys)."""
-    prefix = split_original_prefix(list(state_dict))
-    return {k[len(prefix):]: v for k, v in state_dict.items()}
