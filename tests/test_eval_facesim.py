@@ -222,7 +222,7 @@ def test_padding_geometry_and_unpad():
     np.testing.assert_allclose(back.keypoints, [[1.0, 2.0]])
     with pytest.raises(FaithfulFacesError, match="Unknown padding mode 'reflect'"):
         pad_image(image, mode="reflect")
-    with pytest.raises(FaithfulFacesError, match="at least 1"):
+    with pytest.raises(FaithfulFacesError, match="use a finite number ≥ 1"):
         pad_image(image, factor=0.9)
 
 

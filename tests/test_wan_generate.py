@@ -162,11 +162,11 @@ def test_exceptions_from_callbacks_propagate_and_leave_the_model_clean(pipe, fac
         ({"num_frames": 80}, "num_frames 80 is not of the form 4k+1 (1, 5, 9, ..., 81), which Wan2.1 needs: use 77 or 81."),
         ({"width": 528}, "width 528 is larger than this model's 512: use 512 or less."),
         ({"steps": 0}, "steps 0 is not allowed: use a whole number ≥ 1 (Wan: 20–50)."),
-        ({"guidance_scale": -1.0}, "guidance_scale -1.0 is not allowed: use ≥ 0 (> 1 turns CFG on; Wan: 5)."),
+        ({"guidance_scale": -1.0}, "guidance_scale (cfg) -1.0 is not allowed: use a finite number ≥ 0 (> 1 turns CFG on; Wan: 5)."),
         ({"prompt": ["a", "b"]}, "prompt must be one string (got list): WanVACEPipeline makes one video per call."),
         ({"conditioning_scale": [1.0, 1.0, 1.0]},
          "conditioning_scale has 3 values but the model has 2 VACE layers: give one number, or one per VACE layer."),
-        ({"pose_strength": -0.5}, "Pose strength -0.5 is not allowed: use a number ≥ 0 (0 = off, 1 = as trained)."),
+        ({"pose_strength": -0.5}, "Pose strength -0.5 is not allowed: use a finite number ≥ 0 (0 = off, 1 = as trained)."),
         ({"pose_start": 0.8, "pose_end": 0.2}, "Pose window start=0.8, end=0.2 is not allowed: use 0 ≤ start ≤ end ≤ 1"),
     ],
 )

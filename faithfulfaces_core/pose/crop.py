@@ -23,7 +23,7 @@ def check_enlarge(factor: float) -> float:
     """The face-box enlargement as a float, or the pack's error (it must be finite and > 0)."""
     factor = finite_number(factor, "The face-box enlargement", low=0, hint="the paper uses 1.5")
     if factor == 0:
-        raise FaithfulFacesError("The face-box enlargement 0 is not allowed: use a number > 0 (the paper uses 1.5).")
+        raise FaithfulFacesError("The face-box enlargement must be positive, got 0; the paper uses 1.5.")
     return factor
 
 
