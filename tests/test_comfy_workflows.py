@@ -203,7 +203,7 @@ def test_vace_sampler_makes_a_long_video_in_context_windows(comfy, images):
     progress = [p for p in ws.of_type("progress", answer["prompt_id"]) if p["node"] == "9"]
     calls = SIZE["steps"] * 2 * 2  # steps × (cond, uncond) × windows
     assert progress and progress[-1]["value"] == calls and all(p["max"] == calls for p in progress)
-    one_window = comfy.run(prompt(context_frames=13), timeout=600)
+    one_window = comfy.run(prompt(context_frames=13, context_overlap=4), timeout=600)
     plain = comfy.run(prompt(), timeout=600)
     assert np.array_equal(frames(one_window), frames(plain))
     assert not np.array_equal(frames(windowed), frames(plain))
