@@ -48,147 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
-
-    b = sub.add_parser("build", help="curate videos into a dataset directory", formatter_class=fmt)
-    b.add_argument(
-        "inputs",
-        nargs="+",
-        help="folders of videos (searched recursively), video files, or text "
-        "files listing one video path per line",
-    )
-    b.add_argument("--out", required=True, help="the dataset directory to write (or resume)")
-    b.add_argument(
-        "--extensions",
-        default=".mp4,.mov,.mkv,.webm,.avi,.m4v",
-        help="comma-separated video file extensions looked for in input folders",
-    )
-    sampling = b.add_mutually_exclusive_group()
-    sampling.add_argument(
-        "--sample-fps",
-        type=float,
-        default=None,
-        help="frames per second of video to look at; None means 4.0 unless --every is given",
-    )
-    sampling.add_argument("--every", type=int, default=None, help="look at every N-th frame instead")
-    b.add_argument(
-        "--threshold",
-        type=float,
-        default=120.0,
-        help="keep a video iff Δ = Σ range(pitch, yaw, roll) in degrees is at least this",
-    )
-    b.add_argument("--enlarge", type=float, default=1.5, help="face-box enlargement before cropping")
-    _add_curation_steps(b)
-    b.add_argument("--batch-size", type=int, default=16, help="face crops per pose-estimator call")
-    b.add_argument(
-        "--crop-format", choices=("png", "jpg"), default="png", help="image format of the face crops"
-    )
-    b.add_argument(
-        "--jpeg-quality", type=int, default=95, help="JPEG quality of the crops (with --crop-format jpg)"
-    )
-    b.add_argument(
-        "--models-dir",
-        default="models",
-        help="ComfyUI's models folder: default place of the InsightFace pack and the 6DRepNet weights",
-    )
-    b.add_argument(
-        "--detector",
-        default="insightface",
-        help="face detector: insightface, dlib-hog, dlib-cnn, dlib-hog+cnn (HOG, CNN on frames where HOG "
-        "finds no face), or a factory package.module:callable",
-    )
-    b.add_argument(
-        "--insightface-pack",
-        default=None,
-        help="InsightFace pack folder; None means MODELS_DIR/insightface/models/antelopev2",
-    )
-    b.add_argument(
-        "--detector-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra keyword argument for the detector factory (repeatable; JSON values allowed)",
-    )
-    b.add_argument(
-        "--pose",
-        default="6drepnet",
-        help="pose estimator: 6drepnet, pnp (dlib landmarks), or a factory package.module:callable",
-    )
-    b.add_argument(
-        "--pose-weights",
-        default=None,
-        help="6DRepNet weights file or folder (.pth/.safetensors/.onnx); None means MODELS_DIR/faithfulfaces",
-    )
-    b.add_argument(
-        "--pose-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra keyword argument for the pose-estimator factory (repeatable)",
-    )
-    b.add_argument(
-        "--captioner",
-        default="sidecar",
-        help="captioner: sidecar (clip.txt next to clip.mp4), table (--captions FILE), qwen2.5-vl "
-        "(--qwen-path DIR), or a factory package.module:callable",
-    )
-    b.add_argument(
-        "--captions",
-        default=None,
-        help="CSV (video,caption) or JSONL caption table, needed by --captioner table",
-    )
-    b.add_argument(
-        "--qwen-path",
-        default=None,
-        help="local Qwen2.5-VL Instruct model folder, needed by --captioner qwen2.5-vl",
-    )
-    b.add_argument("--qwen-frames", type=int, default=8, help="frames shown to Qwen2.5-VL per video")
-    b.add_argument("--qwen-max-new-tokens", type=int, default=256, help="caption length limit in tokens")
-    b.add_argument(
-        "--qwen-prompt",
-        default=None,
-        help="instruction for Qwen2.5-VL; None means the built-in prompt "
-        "(appearance, actions, background: faithfulfaces_core.dataset.captions.DEFAULT_CAPTION_PROMPT)",
-    )
-    b.add_argument(
-        "--captioner-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra keyword argument for the captioner factory (repeatable)",
-    )
-    b.add_argument("--device", default="auto", help="device for the models: auto, cpu, cuda, cuda:1, ...")
-    b.add_argument(
-        "--workers", type=int, default=1, help="worker processes on this machine (each loads the models)"
-    )
-    b.add_argument(
-        "--threads-per-worker",
-        type=int,
-        default=None,
-        help="CPU threads per worker for torch / OpenMP; None means CPU cores / workers",
-    )
-    b.add_argument(
-        "--shard",
-        default="0/1",
-        help="process only shard i of n (0-based, videos assigned by a hash of their key); give each "
-        "shard its own --out and merge them",
-    )
-    b.add_argument(
-        "--retry-errors",
-        action="store_true",
-        help="on resume, process again the videos that could not be decoded before (e.g. re-encoded since)",
-    )
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    m = sub.add_parser("merge", help="merge shard dataset directories into one", formatter_class=fmt)
-    m.add_argument("sources", nargs="+", help="the shard dataset directories")
-    m.add_argument("--out", required=True, help="the new, empty merged dataset directory")
-    m.add_argument(
+    build = sub.add_parser("build", help="curate videos into a dataset directory", formatter_class=fmt)
+    _curation_options(build.add_argument_group("videos and curation"))
+    _add_curation_steps(build.add_argument_group("curation steps beyond the paper"))
+    _face_model_options(build.add_argument_group("face detector and pose estimator"))
+    _captioner_options(build.add_argument_group("captions"))
+    _running_options(build.add_argument_group("running"))
+    merge = sub.add_parser("merge", help="merge shard dataset directories into one", formatter_class=fmt)
+    merge.add_argument("sources", nargs="+", help="the shard dataset directories")
+    merge.add_argument("--out", required=True, help="the new, empty merged dataset directory")
+    merge.add_argument(
         "--link", action="store_true", help="hard-link crop files instead of copying (same file system)"
     )
     return parser
 
 
-def _add_curation_steps(b: argparse.ArgumentParser) -> None:
+def _add_curation_steps(b: argparse._ArgumentGroup) -> None:
     """The steps beyond the paper's rule (docs/dataset.md); --paper-rules turns them all off."""
     b.add_argument(
         "--paper-rules",
@@ -239,6 +114,78 @@ def _add_curation_steps(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--shot-threshold", type=float, default=27.0, help="content-detector threshold for a cut")
     b.add_argument("--shot-min-frames", type=int, default=15, help="shortest shot, in frames")
+
+
+def _factory_arg_option(g: argparse._ArgumentGroup, flag: str, what: str) -> None:
+    g.add_argument(flag, action="append", default=[], metavar="KEY=VALUE",
+                   help=f"extra keyword argument for the {what} factory (repeatable; JSON values allowed)")
+
+
+def _curation_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("inputs", nargs="+",
+                   help="folders of videos (searched recursively), video files, or text files listing one video "
+                   "path per line")
+    g.add_argument("--out", required=True, help="the dataset directory to write (or resume)")
+    g.add_argument("--extensions", default=".mp4,.mov,.mkv,.webm,.avi,.m4v",
+                   help="comma-separated video file extensions looked for in input folders")
+    sampling = g.add_mutually_exclusive_group()
+    sampling.add_argument("--sample-fps", type=float, default=None,
+                          help="frames per second of video to look at; None means 4.0 unless --every is given")
+    sampling.add_argument("--every", type=int, default=None, help="look at every N-th frame instead")
+    g.add_argument("--threshold", type=float, default=120.0,
+                   help="keep a video iff Δ = Σ range(pitch, yaw, roll) in degrees is at least this")
+    g.add_argument("--enlarge", type=float, default=1.5, help="face-box enlargement before cropping")
+    g.add_argument("--batch-size", type=int, default=16, help="face crops per pose-estimator call")
+    g.add_argument("--crop-format", choices=("png", "jpg"), default="png",
+                   help="image format of the face crops")
+    g.add_argument("--jpeg-quality", type=int, default=95,
+                   help="JPEG quality of the crops (with --crop-format jpg)")
+
+
+def _face_model_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--models-dir", default="models",
+                   help="ComfyUI's models folder: default place of the InsightFace pack and the 6DRepNet weights")
+    g.add_argument("--detector", default="insightface",
+                   help="face detector: insightface, dlib-hog, dlib-cnn, dlib-hog+cnn (HOG, CNN on frames where HOG "
+                   "finds no face), or a factory package.module:callable")
+    g.add_argument("--insightface-pack", default=None,
+                   help="InsightFace pack folder; None means MODELS_DIR/insightface/models/antelopev2")
+    _factory_arg_option(g, "--detector-arg", "detector")
+    g.add_argument("--pose", default="6drepnet",
+                   help="pose estimator: 6drepnet, pnp (dlib landmarks), or a factory package.module:callable")
+    g.add_argument("--pose-weights", default=None,
+                   help="6DRepNet weights file or folder (.pth/.safetensors/.onnx); None means MODELS_DIR/faithfulfaces")
+    _factory_arg_option(g, "--pose-arg", "pose-estimator")
+
+
+def _captioner_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--captioner", default="sidecar",
+                   help="captioner: sidecar (clip.txt next to clip.mp4), table (--captions FILE), qwen2.5-vl "
+                   "(--qwen-path DIR), or a factory package.module:callable")
+    g.add_argument("--captions", default=None,
+                   help="CSV (video,caption) or JSONL caption table, needed by --captioner table")
+    g.add_argument("--qwen-path", default=None,
+                   help="local Qwen2.5-VL Instruct model folder, needed by --captioner qwen2.5-vl")
+    g.add_argument("--qwen-frames", type=int, default=8, help="frames shown to Qwen2.5-VL per video")
+    g.add_argument("--qwen-max-new-tokens", type=int, default=256, help="caption length limit in tokens")
+    g.add_argument("--qwen-prompt", default=None,
+                   help="instruction for Qwen2.5-VL; None means the built-in prompt (appearance, actions, "
+                   "background: faithfulfaces_core.dataset.captions.DEFAULT_CAPTION_PROMPT)")
+    _factory_arg_option(g, "--captioner-arg", "captioner")
+
+
+def _running_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--device", default="auto", help="device for the models: auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (each loads the models)")
+    g.add_argument("--threads-per-worker", type=int, default=None,
+                   help="CPU threads per worker for torch / OpenMP; None means CPU cores / workers")
+    g.add_argument("--shard", default="0/1",
+                   help="process only shard i of n (0-based, videos assigned by a hash of their key); give each "
+                   "shard its own --out and merge them")
+    g.add_argument("--retry-errors", action="store_true",
+                   help="on resume, process again the videos that could not be decoded before (e.g. re-encoded since)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def model_specs(args: argparse.Namespace) -> tuple:

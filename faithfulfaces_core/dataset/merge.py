@@ -45,11 +45,36 @@ def merge_datasets(
         raise FaithfulFacesError("Nothing to merge: give the dataset directories of the shards.")
     dirs = [DatasetDirectory(s) for s in sources]
     dest = DatasetDirectory(out)
+    _check_destination(dirs, dest)
+    configs = [d.build_config() for d in dirs]
+    _check_same_settings(dirs, configs)
+    records, done = _collect(dirs)
+    with dest.locked():
+        _copy_crops(records, dest, link=link)
+        journal.rewrite_lines(dest.build_file, [_merged_build_config(configs)])
+        journal.rewrite_lines(dest.done, [done[k].model_dump_json() for k in sorted(done)])
+        ordered = [records[k][0] for k in sorted(records)]
+        journal.rewrite_lines(dest.manifest, [r.line() for r in ordered])
+        report = build_report(
+            list(done.values()),
+            threshold=float(configs[0]["settings"]["threshold"]),
+            shard=f"merge of {len(dirs)}",
+        )
+        write_report(report, dest.report, dest.histogram)
+    (dest.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
+    if print_summary:
+        print_report(report)
+    return ordered, report
+
+
+def _check_destination(dirs: list[DatasetDirectory], dest: DatasetDirectory) -> None:
     if dest.root.exists() and any(dest.root.iterdir()):
         raise FaithfulFacesError(f"Merge output {dest.root} is not empty; give a new or empty directory.")
     if any(d.root.resolve() == dest.root.resolve() for d in dirs):
         raise FaithfulFacesError("The merge output must not be one of the sources.")
-    configs = [d.build_config() for d in dirs]
+
+
+def _check_same_settings(dirs: list[DatasetDirectory], configs: list[dict]) -> None:
     first = configs[0]
     for d, config in zip(dirs[1:], configs[1:], strict=True):
         if config.get("settings") != first.get("settings"):
@@ -57,6 +82,12 @@ def merge_datasets(
                 f"{d.root} was built with other curation settings than {dirs[0].root} "
                 f"({config.get('settings')} vs {first.get('settings')}); only shards of one build can be merged."
             )
+
+
+def _collect(
+    dirs: list[DatasetDirectory],
+) -> tuple[dict[str, tuple[VideoRecord, DatasetDirectory]], dict[str, DoneRecord]]:
+    """Every shard's manifest records (key → record, its shard) and done records; disjoint, one model set."""
     records: dict[str, tuple[VideoRecord, DatasetDirectory]] = {}
     done: dict[str, DoneRecord] = {}
     for d in dirs:
@@ -75,38 +106,28 @@ def merge_datasets(
             f"The shards used different models ({sorted(b.model_dump_json() for b in backends)}); a dataset "
             "should be curated and captioned by one set of models. Rebuild the odd shard."
         )
+    return records, done
+
+
+def _copy_crops(records: dict[str, tuple[VideoRecord, DatasetDirectory]], dest: DatasetDirectory, *,
+                link: bool) -> None:
+    copy = os.link if link else shutil.copy2
+    for key in sorted(records):
+        record, d = records[key]
+        folder = Path(record.crops[0]).parent
+        shutil.copytree(d.root / folder, dest.root / folder, copy_function=copy)
+
+
+def _merged_build_config(configs: list[dict]) -> str:
+    """The merged directory's build record: the shared settings, the merged shard, the models."""
     models = [c.get("models") for c in configs]
-    with dest.locked():
-        copy = os.link if link else shutil.copy2
-        for key in sorted(records):
-            record, d = records[key]
-            folder = Path(record.crops[0]).parent
-            shutil.copytree(d.root / folder, dest.root / folder, copy_function=copy)
-        journal.rewrite_lines(
-            dest.build_file,
-            [
-                json.dumps(
-                    {
-                        "format": BUILD_FORMAT,
-                        "settings": first.get("settings"),
-                        "shard": _merged_shard([c.get("shard", "0/1") for c in configs]),
-                        "models": models[0] if all(m == models[0] for m in models) else {"merged": models},
-                    },
-                    indent=1,
-                    sort_keys=True,
-                )
-            ],
-        )
-        journal.rewrite_lines(dest.done, [done[k].model_dump_json() for k in sorted(done)])
-        ordered = [records[k][0] for k in sorted(records)]
-        journal.rewrite_lines(dest.manifest, [r.line() for r in ordered])
-        report = build_report(
-            list(done.values()),
-            threshold=float(first["settings"]["threshold"]),
-            shard=f"merge of {len(dirs)}",
-        )
-        write_report(report, dest.report, dest.histogram)
-    (dest.root / CROPS_DIR).mkdir(parents=True, exist_ok=True)
-    if print_summary:
-        print_report(report)
-    return ordered, report
+    return json.dumps(
+        {
+            "format": BUILD_FORMAT,
+            "settings": configs[0].get("settings"),
+            "shard": _merged_shard([c.get("shard", "0/1") for c in configs]),
+            "models": models[0] if all(m == models[0] for m in models) else {"merged": models},
+        },
+        indent=1,
+        sort_keys=True,
+    )
