@@ -9,25 +9,68 @@ unknown or invalid widget values are errors). Pure JSON work: nothing here impor
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import FaithfulFacesError
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+SCHEMA_HOST_VERSION = "0.3.75"  # the ComfyUI whose schemas the shipped UI workflows follow (CI's)
 COLUMN_WIDTH = 380
 ROW_GAP = 40
 
 
-def _input_specs(info: Mapping[str, Any]) -> list[tuple[str, Any, dict]]:
-    """``(name, type, options)`` of a node's inputs in the frontend's order (required, optional)."""
-    specs = []
+@dataclass(frozen=True)
+class Slot:
+    """One input as the frontend lays it out: ``name`` is dotted for a dynamic combo's children.
+
+    ``defaulted``: the frontend fills it with its default when a saved graph has no value for it
+    (optional inputs and the children of a dynamic combo, which newer schemas add).
+    """
+
+    name: str
+    kind: Any
+    options: dict
+    defaulted: bool
+
+
+def _spec_groups(inputs: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict, bool]]:
     for group in ("required", "optional"):
-        for name, spec in info.get("input", {}).get(group, {}).items():
-            kind = spec[0]
+        for name, spec in (inputs.get(group) or {}).items():
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            specs.append((name, kind, options))
-    return specs
+            yield name, spec[0], options, group == "optional"
+
+
+def walk_inputs(info: Mapping[str, Any], choose: Callable[[Slot], Any]) -> list[Slot]:
+    """A node's inputs in the frontend's order (required, then optional), dynamic combos expanded.
+
+    A ``COMFY_DYNAMICCOMBO_V3`` input is a combo of option keys followed, depth first, by the
+    inputs of the option ``choose(slot)`` picks, named ``parent.child`` (ComfyUI's V3 schema and
+    the frontend's widget names). ``choose`` is called once per slot, in order.
+    """
+    slots: list[Slot] = []
+
+    def visit(inputs: Mapping[str, Any], prefix: str, nested: bool) -> None:
+        for name, kind, options, optional in _spec_groups(inputs):
+            full = f"{prefix}{name}"
+            if kind == DYNAMIC_COMBO:
+                keys = [o["key"] for o in options.get("options", [])]
+                slot = Slot(full, "COMBO", {**options, "options": keys, "default": options.get("default", keys[0])},
+                            optional or nested)
+                slots.append(slot)
+                key = choose(slot)
+                chosen = next((o for o in options.get("options", []) if o["key"] == key), None)
+                if chosen is not None:
+                    visit(chosen.get("inputs", {}), f"{full}.", True)
+                continue
+            slot = Slot(full, kind, options, optional or nested)
+            slots.append(slot)
+            choose(slot)
+
+    visit(info.get("input", {}), "", False)
+    return slots
 
 
 def _is_widget(kind: Any, options: dict) -> bool:
@@ -50,6 +93,16 @@ def _combo_options(kind: Any, options: dict) -> list[Any] | None:
     if kind == "COMBO":
         return options.get("options", [])
     return None
+
+
+def widget_default(slot: Slot) -> Any:
+    """The value the frontend gives a new widget: its default, else a combo's first entry."""
+    if "default" in slot.options:
+        return slot.options["default"]
+    choices = _combo_options(slot.kind, slot.options)
+    if choices:
+        return choices[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(slot.kind)
 
 
 def check_widget_value(node: str, class_type: str, name: str, kind: Any, options: dict, value: Any) -> None:
@@ -99,64 +152,86 @@ def _columns(prompt: Mapping[str, Any]) -> dict[str, int]:
     return depth
 
 
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2
+
+
+def _prompt_links(prompt: Mapping[str, Any]) -> tuple[list[list], dict[tuple[str, int], list[int]]]:
+    """UI links ``[id, from, from_slot, to, to_slot, type]`` (slots filled later) of a prompt."""
+    links: list[list] = []
+    by_output: dict[tuple[str, int], list[int]] = {}
+    for node_id in sorted(prompt, key=int):
+        for source in prompt[node_id]["inputs"].values():
+            if _is_link(source):
+                links.append([len(links) + 1, int(source[0]), int(source[1]), int(node_id), None, None])
+                by_output.setdefault((str(source[0]), int(source[1])), []).append(len(links))
+    return links, by_output
+
+
+def _ui_node(node_id: str, node: Mapping[str, Any], info: Mapping[str, Any], link_by_id: dict[int, list],
+             by_output: dict[tuple[str, int], list[int]]) -> dict:
+    """One UI node: its linked and unlinked sockets and its ``widgets_values`` in frontend order."""
+    class_type = node["class_type"]
+    inputs, widgets = [], []
+
+    def place(slot: Slot) -> Any:
+        value = node["inputs"].get(slot.name)
+        if _is_link(value):
+            link_id = next(lid for lid in by_output.get((str(value[0]), int(value[1])), [])
+                           if link_by_id[lid][3] == int(node_id) and link_by_id[lid][4] is None)
+            link_type = "COMBO" if isinstance(slot.kind, list) else slot.kind
+            link_by_id[link_id][4], link_by_id[link_id][5] = len(inputs), link_type
+            inputs.append({"name": slot.name, "type": link_type, "link": link_id})
+            if not _is_widget(slot.kind, slot.options):
+                return None
+            inputs[-1]["widget"] = {"name": slot.name}  # a widget fed by a link keeps a placeholder
+            value = widget_default(slot)
+        elif not _is_widget(slot.kind, slot.options):
+            if slot.name in node["inputs"]:
+                raise FaithfulFacesError(f"node {node_id} ({class_type}): input '{slot.name}' must be a link")
+            inputs.append({"name": slot.name, "type": slot.kind, "link": None})
+            return None
+        elif value is None:
+            value = widget_default(slot)
+        widgets.extend(_widget_values(slot.name, slot.kind, slot.options, value))
+        return value
+
+    slots = walk_inputs(info, place)
+    known = {slot.name for slot in slots}
+    unknown = sorted(set(node["inputs"]) - known)
+    if unknown:
+        raise FaithfulFacesError(f"node {node_id} ({class_type}): this ComfyUI's {class_type} has no input "
+                                 f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    outputs = [
+        {"name": out_name, "type": out_type, "links": by_output.get((node_id, i), []), "slot_index": i}
+        for i, (out_type, out_name) in enumerate(zip(info["output"], info.get("output_name", info["output"]), strict=True))
+    ]
+    preview = 280 if any(slot.options.get("image_upload") for slot in slots) else 0
+    height = 80 + 26 * (len(widgets) + max(len(inputs), len(outputs))) + preview
+    return {"id": int(node_id), "type": class_type, "pos": [0, 0], "size": [340, height], "flags": {}, "order": 0,
+            "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": class_type},
+            "widgets_values": widgets}
+
+
 def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, Any], *, titles: Mapping[str, str] | None = None) -> dict:
     """A UI-format graph (``nodes``, ``links``, version 0.4) for an API prompt, laid out in columns.
 
-    Widget values are copied, not validated: a workflow may name model files this server lacks.
+    Widgets follow the server's schemas (``object_info``): dynamic combos expand to ``parent.child``
+    widgets, and inputs the prompt leaves out get the frontend's defaults. Widget values are copied,
+    not validated: a workflow may name model files this server lacks. An input the schema does not
+    know is an error (the frontend would drop it silently).
     """
     columns = _columns(prompt)
-    rows: dict[int, int] = {}
-    nodes, links = [], []
-    outputs_links: dict[tuple[str, int], list[int]] = {}
-    for node_id in sorted(prompt, key=int):
-        node = prompt[node_id]
-        for source in node["inputs"].values():
-            if isinstance(source, list) and len(source) == 2:
-                links.append([len(links) + 1, int(source[0]), int(source[1]), int(node_id), None, None])
-                outputs_links.setdefault((str(source[0]), int(source[1])), []).append(len(links))
+    links, by_output = _prompt_links(prompt)
     link_by_id = {link[0]: link for link in links}
+    rows: dict[int, int] = {}
+    nodes = []
     for node_id in sorted(prompt, key=int):
-        node = prompt[node_id]
-        class_type = node["class_type"]
-        info = _node_info(object_info, class_type, node_id)
-        inputs, widgets = [], []
-        for name, kind, options in _input_specs(info):
-            value = node["inputs"].get(name)
-            if isinstance(value, list) and len(value) == 2:
-                slot = len(inputs)
-                link_id = next(
-                    lid for lid in outputs_links.get((str(value[0]), int(value[1])), [])
-                    if link_by_id[lid][3] == int(node_id) and link_by_id[lid][4] is None
-                )
-                link_type = "COMBO" if isinstance(kind, list) else kind
-                link_by_id[link_id][4] = slot
-                link_by_id[link_id][5] = link_type
-                inputs.append({"name": name, "type": link_type, "link": link_id})
-                if _is_widget(kind, options):  # a widget fed by a link keeps a placeholder value
-                    inputs[-1]["widget"] = {"name": name}
-                    widgets.extend(_widget_values(name, kind, options, options.get("default")))
-            elif _is_widget(kind, options):
-                if value is None:
-                    value = options.get("default")
-                widgets.extend(_widget_values(name, kind, options, value))
-            elif name in node["inputs"]:
-                raise FaithfulFacesError(f"node {node_id} ({class_type}): input '{name}' must be a link")
-            else:
-                inputs.append({"name": name, "type": kind, "link": None})
-        outputs = [
-            {"name": out_name, "type": out_type, "links": outputs_links.get((node_id, i), []), "slot_index": i}
-            for i, (out_type, out_name) in enumerate(zip(info["output"], info.get("output_name", info["output"]), strict=True))
-        ]
+        info = _node_info(object_info, prompt[node_id]["class_type"], node_id)
+        ui_node = _ui_node(node_id, prompt[node_id], info, link_by_id, by_output)
         column = columns[node_id]
-        y = rows.get(column, 0)
-        preview = 280 if any(options.get("image_upload") for _, _, options in _input_specs(info)) else 0
-        height = 80 + 26 * (len(widgets) + max(len(inputs), len(outputs))) + preview
-        rows[column] = y + height + ROW_GAP
-        ui_node = {
-            "id": int(node_id), "type": class_type, "pos": [column * COLUMN_WIDTH, y], "size": [340, height],
-            "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": class_type}, "widgets_values": widgets,
-        }
+        ui_node["pos"] = [column * COLUMN_WIDTH, rows.get(column, 0)]
+        rows[column] = ui_node["pos"][1] + ui_node["size"][1] + ROW_GAP
         if titles and node_id in titles:
             ui_node["title"] = titles[node_id]
         nodes.append(ui_node)
@@ -167,6 +242,52 @@ def api_to_ui(prompt: Mapping[str, Any], object_info: Mapping[str, Any], *, titl
         "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
         "version": 0.4,
     }
+
+
+def _api_inputs(node: Mapping[str, Any], info: Mapping[str, Any], links: Mapping[int, list],
+                file_inputs: Collection[str]) -> dict[str, Any]:
+    """A UI node's API inputs: links by socket name, widgets by position in ``widgets_values``.
+
+    Missing trailing values of optional inputs and dynamic-combo children take their defaults, as
+    the frontend does when it loads a graph saved before the schema grew them.
+    """
+    node_id, class_type = str(node["id"]), node["type"]
+    values = list(node.get("widgets_values") or [])
+    linked = {i["name"]: i.get("link") for i in node.get("inputs", [])}
+    inputs: dict[str, Any] = {}
+
+    def take(slot: Slot) -> Any:
+        nonlocal values
+        is_widget = _is_widget(slot.kind, slot.options)
+        if linked.get(slot.name) is not None:
+            link = links[linked[slot.name]]
+            inputs[slot.name] = [str(link[1]), link[2]]
+            if not is_widget:
+                return None
+            value = values[0] if values else widget_default(slot)
+            values = values[len(_widget_values(slot.name, slot.kind, slot.options, None)):]
+            return value
+        if not is_widget:
+            return None
+        if not values:
+            if not slot.defaulted:
+                raise FaithfulFacesError(f"node {node_id} ({class_type}): no widget value for input '{slot.name}'")
+            value = widget_default(slot)
+        else:
+            value = values[0]
+            values = values[len(_widget_values(slot.name, slot.kind, slot.options, value)):]
+        if slot.name in file_inputs:
+            check_widget_value(node_id, class_type, slot.name, "STRING", {}, value)
+        else:
+            check_widget_value(node_id, class_type, slot.name, slot.kind, slot.options, value)
+        inputs[slot.name] = value
+        return value
+
+    walk_inputs(info, take)
+    if values:
+        raise FaithfulFacesError(f"node {node_id} ({class_type}): {len(values)} widget value(s) left over "
+                                 f"({values!r}): the graph was saved for a different {class_type}")
+    return inputs
 
 
 def ui_to_api(
@@ -183,31 +304,28 @@ def ui_to_api(
     for node in workflow["nodes"]:
         if node.get("mode", 0) in (2, 4):  # muted / bypassed
             continue
-        node_id, class_type = str(node["id"]), node["type"]
-        info = _node_info(object_info, class_type, node_id)
-        values = list(node.get("widgets_values") or [])
-        linked = {i["name"]: i.get("link") for i in node.get("inputs", [])}
-        inputs: dict[str, Any] = {}
-        for name, kind, options in _input_specs(info):
-            if linked.get(name) is not None:
-                link = links[linked[name]]
-                inputs[name] = [str(link[1]), link[2]]
-                if _is_widget(kind, options):
-                    values = values[len(_widget_values(name, kind, options, None)):]
-                continue
-            if not _is_widget(kind, options):
-                continue
-            if not values:
-                raise FaithfulFacesError(f"node {node_id} ({class_type}): no widget value for input '{name}'")
-            taken = _widget_values(name, kind, options, values[0])
-            value, values = values[0], values[len(taken):]
-            if name in file_inputs:
-                check_widget_value(node_id, class_type, name, "STRING", {}, value)
-            else:
-                check_widget_value(node_id, class_type, name, kind, options, value)
-            inputs[name] = value
-        prompt[node_id] = {"class_type": class_type, "inputs": inputs}
+        info = _node_info(object_info, node["type"], str(node["id"]))
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": _api_inputs(node, info, links, file_inputs)}
     return prompt
+
+
+def complete_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
+    """``prompt`` with every widget input it leaves out set to the frontend's default.
+
+    What queueing its UI twin sends: equal to ``ui_to_api(api_to_ui(prompt))`` for a prompt that
+    follows the server's schemas.
+    """
+    out = copy.deepcopy(dict(prompt))
+    for node_id, node in out.items():
+        info = _node_info(object_info, node["class_type"], node_id)
+
+        def fill(slot: Slot, node: dict = node) -> Any:
+            if slot.name not in node["inputs"] and _is_widget(slot.kind, slot.options):
+                node["inputs"][slot.name] = widget_default(slot)
+            return node["inputs"].get(slot.name)
+
+        walk_inputs(info, fill)
+    return out
 
 
 def with_inputs(prompt: Mapping[str, Any], changes: Mapping[str, Mapping[str, Any]]) -> dict:
@@ -224,7 +342,11 @@ def with_inputs(prompt: Mapping[str, Any], changes: Mapping[str, Mapping[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m faithfulfaces_core.workflow``: lay out every API workflow as a UI workflow."""
+    """``python -m faithfulfaces_core.workflow``: lay out every API workflow as a UI workflow.
+
+    The schemas come from a ComfyUI started for the purpose (``--comfyui``, default the selected
+    host); the shipped UI files are written on ComfyUI ``SCHEMA_HOST_VERSION``.
+    """
     import argparse
     import json
     import tempfile
@@ -234,13 +356,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Write workflows/<name>.json (UI) from workflows/api/<name>.json.")
     parser.add_argument("--workflows", type=Path, default=PACK_ROOT / "workflows")
+    parser.add_argument("--comfyui", type=Path, default=None, help="ComfyUI checkout (default: the selected host)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as base:
-        server = start_comfyui(base)
+        server = start_comfyui(base, comfyui_dir=args.comfyui)
         try:
             object_info = server.get("/object_info")
+            version = server.get("/system_stats")["system"].get("comfyui_version")
         finally:
             server.stop()
+    if version != SCHEMA_HOST_VERSION:
+        print(f"note: ComfyUI {version}; the shipped UI files are written on {SCHEMA_HOST_VERSION}")
     for api_file in sorted((args.workflows / "api").glob("*.json")):
         ui = api_to_ui(json.loads(api_file.read_text()), object_info)
         (args.workflows / api_file.name).write_text(json.dumps(ui, indent=1) + "\n")

@@ -122,7 +122,7 @@ class FacePoseEstimate(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, face_detector, pose_estimator, multiple_faces, enlarge) -> io.NodeOutput:
-        from faithfulfaces_core.pose.draw import draw_pose_preview
+        from faithfulfaces_core.pose.draw import draw_pose_preview, pose_readout
         from faithfulfaces_core.pose.estimate import estimate_face_poses
 
         frames = to_uint8_list(image)
@@ -130,8 +130,6 @@ class FacePoseEstimate(io.ComfyNode):
         poses = estimate_face_poses(frames, face_detector, pose_estimator, policy=multiple_faces,
                                     enlarge=enlarge, names=names)
         first = poses[0]
-        angles = {"pitch": first.angles.pitch, "yaw": first.angles.yaw, "roll": first.angles.roll,
-                  "backend": first.backend}
         return io.NodeOutput(
             poses,
             from_uint8([p.crop for p in poses]),
@@ -139,5 +137,5 @@ class FacePoseEstimate(io.ComfyNode):
             first.angles.yaw,
             first.angles.roll,
             from_uint8([draw_pose_preview(f, p) for f, p in zip(frames, poses, strict=True)]),
-            ui={"faithfulfaces_pose": [angles]},
+            ui={"faithfulfaces_pose": [pose_readout(first)]},
         )

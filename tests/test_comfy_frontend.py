@@ -1,32 +1,80 @@
-"""The served frontend in headless Chromium: every UI workflow loads with no missing node and no console error."""
+"""The served frontend in headless Chromium, with two frontends and both node renderers.
+
+``pinned``: the frontend the host's requirements pin (the installed ``comfyui-frontend-package``),
+classic LiteGraph canvas. ``newest``: the newest ``comfyui-frontend-package`` release, which
+``scripts/setup.sh`` installs into the cache (``$FF_FRONTEND_NEWEST`` or ``.venv/frontend-newest-path``
+names its ``static/`` folder), served with ``main.py --front-end-root`` and Nodes 2.0 (the Vue node
+renderer, setting ``Comfy.VueNodes.Enabled``) on. Every UI workflow loads with no missing node and
+no console error; a pose run from the browser shows its read-out in either renderer, with the axes
+Python computed.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
 from faithfulfaces_core.demo import PHOTO_NAMES, REFERENCE_NAME, WORKFLOWS, reference_photo
-from faithfulfaces_core.host import PACK_ROOT
+from faithfulfaces_core.host import PACK_ROOT, ComfyServer, start_comfyui
+from faithfulfaces_core.pose.draw import head_axes_2d
 
 pytestmark = pytest.mark.comfy
 ARTIFACTS = PACK_ROOT / "artifacts"
 # Console noise that is ComfyUI's own, not the pack's: its frontend asks for optional files and
 # looks nodes up in the online registry (unreachable here).
-IGNORED_CONSOLE = ("favicon", "/api/userdata", "net::ERR_NAME_NOT_RESOLVED")
+IGNORED_CONSOLE = ("favicon", "/api/userdata", "/user.css", "net::ERR_NAME_NOT_RESOLVED")
+# The newest frontend asks the 0.3.75 backend for endpoints it does not have yet (its job-queue
+# panel stays empty); nothing the pack draws or queues depends on them.
+IGNORED_ON_NEWEST = ("/api/jobs", "JobsApiError", "vite:preloadError")
+FRONTENDS = {"pinned": False, "newest": True}  # frontend → Nodes 2.0 on
+GIZMO = 72
+
+
+def newest_frontend_root() -> Path | None:
+    if os.environ.get("FF_FRONTEND_NEWEST"):
+        return Path(os.environ["FF_FRONTEND_NEWEST"])
+    marker = Path(sys.prefix) / "frontend-newest-path"
+    return Path(marker.read_text().strip()) if marker.is_file() else None
+
+
+def need(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs {what}: scripts/setup.sh provides it")
+    pytest.skip(f"{what} not provisioned (scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module", params=list(FRONTENDS))
+def served(request, comfy, tmp_path_factory) -> tuple[str, ComfyServer]:
+    """(frontend name, a server that serves it); the pinned one is the session's server."""
+    if request.param == "pinned":
+        yield "pinned", comfy
+        return
+    root = newest_frontend_root()
+    if root is None or not (root / "index.html").is_file():
+        need("the newest comfyui-frontend-package")
+    from faithfulfaces_core.tiny.modelset import write_tiny_model_set
+
+    base = tmp_path_factory.mktemp("comfy_newest_frontend")
+    write_tiny_model_set(base / "models")
+    server = start_comfyui(base, env={"FF_TEST_SERVER": "1"}, extra_args=("--front-end-root", str(root)))
+    yield "newest", server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def browser(comfy, tmp_path_factory):
+def browser(served, tmp_path_factory):
+    name, server = served
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's chromium and chromium-driver: scripts/setup.sh installs them as root")
-        pytest.skip("chromium / chromedriver not installed (scripts/setup.sh installs them as root)")
+        need("Debian's chromium and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -38,7 +86,8 @@ def browser(comfy, tmp_path_factory):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    requests.post(f"{comfy.url}/settings/Comfy.TutorialCompleted", json=True, timeout=30)  # no first-run dialog
+    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.VueNodes.Enabled", FRONTENDS[name])):
+        assert requests.post(f"{server.url}/settings/{setting}", json=value, timeout=30).ok
     yield driver
     driver.quit()
 
@@ -53,20 +102,37 @@ def wait_for(driver, script: str, timeout: float = 90.0):
     raise TimeoutError(f"timed out waiting for: {script}")
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
-def test_ui_workflow_loads_in_the_frontend(comfy, browser, name):
+def open_workflow(driver, server: ComfyServer, name: str) -> dict:
     for target in (REFERENCE_NAME, *PHOTO_NAMES):  # the workflows' LoadImage files
-        shutil.copyfile(reference_photo(), comfy.input_dir / target)
-    browser.get(comfy.url)
-    wait_for(browser, "return !!(window.app && window.app.graph && window.LiteGraph"
-                      " && Object.keys(LiteGraph.registered_node_types).length > 400)")
-    browser.get_log("browser")  # drop start-up messages
+        shutil.copyfile(reference_photo(), server.input_dir / target)
+    driver.get(server.url)
+    wait_for(driver, "return !!(window.app && window.app.graph && window.LiteGraph"
+                     " && Object.keys(LiteGraph.registered_node_types).length > 400)")
+    driver.get_log("browser")  # drop start-up messages
     workflow = json.loads((WORKFLOWS / f"{name}.json").read_text())
-    browser.execute_async_script(
+    assert driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "window.app.loadGraphData(arguments[0]).then(() => done(true), (e) => done(String(e)));",
         workflow,
-    )
+    ) is True
+    return workflow
+
+
+def console_errors(driver, frontend: str) -> list[str]:
+    ignored = IGNORED_CONSOLE + (IGNORED_ON_NEWEST if frontend == "newest" else ())
+    return [entry["message"] for entry in driver.get_log("browser")
+            if entry["level"] == "SEVERE" and not any(s in entry["message"] for s in ignored)]
+
+
+def renderer(driver) -> str:
+    """``vue`` when Nodes 2.0 draws the nodes as DOM elements, else ``classic``."""
+    return "vue" if driver.execute_script("return !!document.querySelector('.lg-node[data-node-id]')") else "classic"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.json")))
+def test_ui_workflow_loads_in_the_frontend(served, browser, name):
+    frontend, server = served
+    workflow = open_workflow(browser, server, name)
     state = browser.execute_script(
         "const nodes = window.app.graph._nodes;"
         "return {count: nodes.length, types: nodes.map(n => n.type),"
@@ -75,45 +141,81 @@ def test_ui_workflow_loads_in_the_frontend(comfy, browser, name):
     assert state["missing"] == []
     assert state["count"] == len(workflow["nodes"])
     assert sorted(state["types"]) == sorted(n["type"] for n in workflow["nodes"])
-    errors = [entry["message"] for entry in browser.get_log("browser")
-              if entry["level"] == "SEVERE" and not any(s in entry["message"] for s in IGNORED_CONSOLE)]
-    assert errors == []
+    assert console_errors(browser, frontend) == []
+    assert renderer(browser) == ("vue" if FRONTENDS[frontend] else "classic")
     browser.execute_script(  # a readable zoom from the top-left corner for the screenshot
         "const ds = window.app.canvas.ds; ds.scale = 0.62; ds.offset = [110, 200];"
         "window.app.canvas.setDirty(true, true);"
     )
     time.sleep(1.0)
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"frontend_{name}.png"
+    shot = ARTIFACTS / f"frontend_{frontend}_{name}.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 
 
-def test_pose_node_shows_the_angles_after_a_run(comfy, browser):
-    """Queued from the browser: the web extension receives the angles and draws them on the node."""
-    shutil.copyfile(reference_photo(), comfy.input_dir / REFERENCE_NAME)
-    browser.get(comfy.url)
-    wait_for(browser, "return !!(window.app && window.app.graph && window.LiteGraph"
-                      " && Object.keys(LiteGraph.registered_node_types).length > 400)")
-    workflow = json.loads((WORKFLOWS / "faithfulfaces_pose_inspection.json").read_text())
-    browser.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "window.app.loadGraphData(arguments[0]).then(() => done(true), (e) => done(String(e)));",
-        workflow,
+def readout(driver, node_id: int) -> dict:
+    return driver.execute_script(
+        "const el = document.querySelector(`[data-ff-readout='${arguments[0]}']`);"
+        "if (!el) return null;"
+        "const r = el.getBoundingClientRect();"
+        "const c = el.querySelector('canvas.ff-readout-gizmo');"
+        "return {text: el.innerText, visible: el.checkVisibility() && r.width > 50 && r.height > 20"
+        "  && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth,"
+        " gizmo: c && c.checkVisibility() ? Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
+        "  : null};",
+        node_id,
     )
+
+
+def drawn_axis_directions(rgba: list[int], size: int = GIZMO) -> np.ndarray:
+    """``[3, 2]`` unit image-plane directions of the red, green and blue strokes of the gizmo."""
+    pixels = np.asarray(rgba, np.float64).reshape(size, size, 4)[..., :3]
+    ys, xs = np.mgrid[0:size, 0:size]
+    directions = []
+    for channel in range(3):
+        others = [c for c in range(3) if c != channel]
+        mask = (pixels[..., channel] > 150) & (pixels[..., others].max(-1) < 110)
+        offsets = np.stack([xs[mask], ys[mask]], -1) - (size / 2 - 0.5)
+        far = offsets[np.linalg.norm(offsets, axis=-1) > 6]  # off the shared centre
+        assert len(far), f"no stroke of colour channel {channel} on the gizmo"
+        mean = far.mean(0)
+        directions.append(mean / np.linalg.norm(mean))
+    return np.stack(directions)
+
+
+def test_pose_readout_shows_in_the_renderer_with_pythons_axes(served, browser):
+    """Queued from the browser: the node shows the angles and draws the axes Python computed."""
+    frontend, server = served
+    open_workflow(browser, server, "faithfulfaces_pose_inspection")
+    assert readout(browser, 4)["visible"]  # the read-out is there before a run, too
     browser.execute_script(  # the no-download backend, as a user without an InsightFace pack would pick
         "const set = (id, name, value) => { window.app.graph.getNodeById(id).widgets"
         "  .find(w => w.name === name).value = value; };"
         "set(2, 'backend', 'dlib-hog'); set(3, 'backend', 'dlib-landmarks');"
         "window.app.queuePrompt(0, 1);"
     )
-    pose = wait_for(browser, "return window.app.graph.getNodeById(4).ffPose || null;", timeout=120)
+    pose = wait_for(browser, "return window.app.graph.getNodeById(4).ffPose || null;", timeout=180)
     assert pose["backend"] == "dlib-hog+pnp"
     assert all(abs(pose[k]) < 45 for k in ("pitch", "yaw", "roll"))  # a frontal portrait
-    browser.execute_script(
-        "const ds = window.app.canvas.ds; ds.scale = 0.9; ds.offset = [-150, 220];"
-        "window.app.canvas.setDirty(true, true);"
-    )
+    expected = head_axes_2d([pose["pitch"], pose["yaw"], pose["roll"]])
+    np.testing.assert_allclose(np.asarray(pose["axes"]), expected, atol=1e-5)
+    browser.execute_script("const ds = window.app.canvas.ds; ds.scale = 1.0; ds.offset = [-250, 120];"
+                           "window.app.canvas.setDirty(true, true);")
+    shown = wait_for(browser, "return (document.querySelector(\"[data-ff-readout='4'] canvas\") || {}).style"
+                              "?.display === 'block';")
+    assert shown
     time.sleep(1.0)
+    view = readout(browser, 4)
+    assert view["visible"], f"the read-out is not visible in the {renderer(browser)} renderer"
+    for key in ("pitch", "yaw", "roll"):
+        assert f"{key}".ljust(5) + f" {pose[key]:.1f}°" in view["text"]
+    assert view["gizmo"] is not None
+    drawn = drawn_axis_directions(view["gizmo"])
+    for axis in range(3):
+        length = np.linalg.norm(expected[axis])
+        if length > 0.3:  # a foreshortened axis is too short a stroke to read a direction from
+            np.testing.assert_allclose(drawn[axis], expected[axis] / length, atol=0.12)
     ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / "frontend_pose_readout.png"))
+    browser.save_screenshot(str(ARTIFACTS / f"frontend_{frontend}_{renderer(browser)}_pose_readout.png"))
+    assert console_errors(browser, frontend) == []

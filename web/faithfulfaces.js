@@ -1,39 +1,39 @@
-// FaithfulFaces frontend extension.
-// - Face Pose node: after it runs, shows pitch / yaw / roll and a small head-axes gizmo.
+// FaithfulFaces frontend extension: a read-out that every node renderer shows.
+// - Face Pose node: after a run, pitch / yaw / roll and a head-axes gizmo. The axes come from
+//   the node's output (computed in Python from the pack's one rotation source); this file only
+//   draws them.
 // - Loader nodes: when a model list is empty, says which file to place and where.
+// Both live in a DOM widget, which the classic LiteGraph canvas and Nodes 2.0 (Vue) both render;
+// Nodes 2.0 does not call onDrawForeground.
 import { app } from "../../scripts/app.js";
 
 const POSE_NODE = "FaithfulFacesFacePose";
 const MISSING_PREFIX = "(none found) ";
-const GIZMO = 64;
+const GIZMO = 72;
+const AXIS_COLORS = ["#ff2828", "#28dc28", "#3c64ff"]; // head x, y, z (as the preview image)
+const WIDGET = "faithfulfaces_readout";
 
-function rotation(pitch, yaw, roll) {
-  // R = Rz(roll) · Ry(yaw) · Rx(pitch), degrees (6DRepNet's convention).
-  const [p, y, r] = [pitch, yaw, roll].map((d) => (d * Math.PI) / 180);
-  const Rx = [[1, 0, 0], [0, Math.cos(p), -Math.sin(p)], [0, Math.sin(p), Math.cos(p)]];
-  const Ry = [[Math.cos(y), 0, Math.sin(y)], [0, 1, 0], [-Math.sin(y), 0, Math.cos(y)]];
-  const Rz = [[Math.cos(r), -Math.sin(r), 0], [Math.sin(r), Math.cos(r), 0], [0, 0, 1]];
-  const mul = (A, B) => A.map((row) => B[0].map((_, j) => row.reduce((s, v, k) => s + v * B[k][j], 0)));
-  return mul(mul(Rz, Ry), Rx);
+// Segments the gizmo draws: from the centre along each image-plane axis (y down), [3][2][2].
+export function gizmoSegments(axes, size = GIZMO) {
+  const c = size / 2;
+  const len = size * 0.4;
+  return axes.map(([dx, dy]) => [[c, c], [c + len * dx, c + len * dy]]);
 }
 
-function drawGizmo(ctx, x, y, pose) {
-  const R = rotation(pose.pitch, pose.yaw, pose.roll);
-  const c = { x: x + GIZMO / 2, y: y + GIZMO / 2 };
-  const len = GIZMO * 0.4;
-  ctx.save();
-  ctx.fillStyle = "rgba(0,0,0,0.35)";
-  ctx.fillRect(x, y, GIZMO, GIZMO);
-  ctx.lineWidth = 2;
-  ["#e33", "#3c3", "#39f"].forEach((color, axis) => {
-    // columns of R are the head's axes; image y grows downwards
-    ctx.strokeStyle = color;
+function drawGizmo(canvas, axes) {
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "rgba(0,0,0,0.55)";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.lineWidth = 3;
+  ctx.lineCap = "round";
+  gizmoSegments(axes, canvas.width).forEach(([[x0, y0], [x1, y1]], i) => {
+    ctx.strokeStyle = AXIS_COLORS[i];
     ctx.beginPath();
-    ctx.moveTo(c.x, c.y);
-    ctx.lineTo(c.x + len * R[0][axis], c.y + len * R[1][axis]);
+    ctx.moveTo(x0, y0);
+    ctx.lineTo(x1, y1);
     ctx.stroke();
   });
-  ctx.restore();
 }
 
 function missingModelNotes(node) {
@@ -42,46 +42,89 @@ function missingModelNotes(node) {
     .map((w) => `${w.name}: ${w.value.slice(MISSING_PREFIX.length)}`);
 }
 
+function hasMissingChoice(node) {
+  return (node.widgets || []).some((w) => (w.options?.values || []).some(
+    (v) => typeof v === "string" && v.startsWith(MISSING_PREFIX)));
+}
+
+function makeReadout(node, withGizmo) {
+  const root = document.createElement("div");
+  root.style.cssText = "display:flex;gap:8px;align-items:flex-start;font:12px monospace;color:#ddd;"
+    + "padding:4px;box-sizing:border-box;width:100%;overflow:hidden;pointer-events:none;";
+  const text = document.createElement("pre");
+  text.className = "ff-readout-text";
+  text.style.cssText = "margin:0;flex:1;white-space:pre-wrap;font:inherit;";
+  root.append(text);
+  let canvas = null;
+  if (withGizmo) {
+    canvas = document.createElement("canvas");
+    canvas.className = "ff-readout-gizmo";
+    canvas.width = canvas.height = GIZMO;
+    canvas.style.cssText = `width:${GIZMO}px;height:${GIZMO}px;flex:none;display:none;`;
+    root.append(canvas);
+  }
+  const widget = node.addDOMWidget(WIDGET, "faithfulfaces-readout", root, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => (withGizmo ? GIZMO + 10 : 8 + 14 * missingModelNotes(node).length),
+  });
+  return { root, text, canvas, widget };
+}
+
+function refresh(node) {
+  const view = node.ffReadout;
+  if (!view) return;
+  view.root.dataset.ffReadout = String(node.id);
+  const lines = missingModelNotes(node).map((n) => `⚠ ${n}`);
+  const pose = node.ffPose;
+  if (pose) {
+    lines.push(`pitch ${pose.pitch.toFixed(1)}°`, `yaw   ${pose.yaw.toFixed(1)}°`,
+      `roll  ${pose.roll.toFixed(1)}°`, pose.backend);
+    drawGizmo(view.canvas, pose.axes);
+    view.canvas.style.display = "block";
+  }
+  view.text.textContent = lines.length ? lines.join("\n") : (view.canvas ? "run to see the head pose" : "");
+  view.text.style.color = pose ? "#ddd" : "#f5a623";
+}
+
 app.registerExtension({
   name: "FaithfulFaces.ui",
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.category?.startsWith("FaithfulFaces")) return;
+    const isPose = nodeData.name === POSE_NODE;
 
-    const onDrawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      onDrawForeground?.apply(this, arguments);
-      if (this.flags?.collapsed) return;
-      const notes = missingModelNotes(this);
-      if (notes.length) {
-        ctx.save();
-        ctx.fillStyle = "#f5a623";
-        ctx.font = "11px sans-serif";
-        notes.forEach((n, i) => ctx.fillText(`⚠ ${n}`, 8, this.size[1] + 14 + 13 * i));
-        ctx.restore();
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      if (isPose || hasMissingChoice(this)) {
+        this.ffReadout = makeReadout(this, isPose);
+        for (const w of this.widgets || []) {
+          if (w.name === WIDGET) continue;
+          const callback = w.callback;
+          w.callback = (...args) => { const r = callback?.apply(w, args); refresh(this); return r; };
+        }
+        refresh(this);
       }
-      if (this.ffPose) {
-        const y = this.size[1] - GIZMO - 8;
-        drawGizmo(ctx, this.size[0] - GIZMO - 8, y, this.ffPose);
-        ctx.save();
-        ctx.fillStyle = "#ddd";
-        ctx.font = "12px monospace";
-        const p = this.ffPose;
-        [`pitch ${p.pitch.toFixed(1)}°`, `yaw   ${p.yaw.toFixed(1)}°`, `roll  ${p.roll.toFixed(1)}°`, p.backend]
-          .forEach((t, i) => ctx.fillText(t, 8, y + 14 + 14 * i));
-        ctx.restore();
-      }
+      return result;
     };
 
-    if (nodeData.name === POSE_NODE) {
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const result = onConfigure?.apply(this, arguments);
+      refresh(this);
+      return result;
+    };
+
+    if (isPose) {
       const onExecuted = nodeType.prototype.onExecuted;
       nodeType.prototype.onExecuted = function (message) {
         onExecuted?.apply(this, arguments);
         const pose = message?.faithfulfaces_pose?.[0];
         if (pose) {
           this.ffPose = pose;
-          this.setSize([Math.max(this.size[0], 240), Math.max(this.size[1], this.computeSize()[1] + GIZMO + 16)]);
-          this.setDirtyCanvas(true, true);
+          refresh(this);
+          this.setDirtyCanvas?.(true, true);
         }
       };
     }

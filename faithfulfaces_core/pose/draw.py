@@ -28,6 +28,17 @@ def head_axes_2d(angles: EulerAngles | Sequence[float]) -> np.ndarray:
     return axes[:2, :].T.copy()
 
 
+def pose_readout(pose: FacePose) -> dict:
+    """What the web extension shows on the Face Pose node (JSON): the angles and the gizmo's axes.
+
+    ``axes`` is ``head_axes_2d`` (``[3][2]``, image plane, y down), so the browser draws exactly the
+    axes of the preview image and never recomputes a rotation.
+    """
+    angles = pose.angles
+    return {"pitch": float(angles.pitch), "yaw": float(angles.yaw), "roll": float(angles.roll),
+            "backend": pose.backend, "axes": head_axes_2d(angles).tolist()}
+
+
 def draw_head_axes(
     image: np.ndarray,
     angles: EulerAngles | Sequence[float],
