@@ -335,7 +335,7 @@ def test_killing_the_build_ends_its_workers_and_releases_stdout(slow_corpus, tmp
     box = [[16, 16, 48, 48]]
     command = [
         sys.executable, str(REPO / "training" / "build_dataset.py"), "build", str(slow_corpus),
-        "--out", str(tmp_path / "dataset"), "--workers", "2", "--every", "1", "--no-progress",
+        "--out", str(tmp_path / "dataset"), "--workers", "2", "--every", "1", "--no-progress", "--identity", "off",
         "--detector", "faithfulfaces_core.tiny.scripted:ScriptedDetector",
         "--detector-arg", "faces=" + json.dumps({"16": box, "24": box}), "--detector-arg", "delay=0.3",
         "--pose", "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
@@ -528,7 +528,7 @@ def test_a_truncated_video_is_warned_about_and_recorded_in_curation(tmp_path):
     box = [[16, 16, 48, 48]]
     result = subprocess.run([
         sys.executable, str(REPO / "training" / "build_dataset.py"), "build", str(videos),
-        "--out", str(tmp_path / "dataset"), "--every", "1", "--no-progress", "--threshold", "10",
+        "--out", str(tmp_path / "dataset"), "--every", "1", "--no-progress", "--threshold", "10", "--identity", "off",
         "--detector", "faithfulfaces_core.tiny.scripted:ScriptedDetector",
         "--detector-arg", "faces=" + json.dumps({"16": box, "24": box}),
         "--pose", "faithfulfaces_core.tiny.scripted:ScriptedPoseEstimator",
