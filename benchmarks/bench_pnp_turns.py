@@ -12,17 +12,16 @@ installed packages ship, and their mirror images (yaw and roll must change sign)
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
-import sys
 from pathlib import Path
 
+import _common
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faithfulfaces_core.dataset.variation import pose_ranges  # noqa: E402
-from faithfulfaces_core.pose import dlib_backend as db  # noqa: E402
-from faithfulfaces_core.tiny.landmarks import silhouette_landmarks  # noqa: E402
+from faithfulfaces_core.dataset.variation import pose_ranges
+from faithfulfaces_core.pose import dlib_backend as db
+from faithfulfaces_core.tiny.landmarks import silhouette_landmarks
 
 SIZE = (480, 640)
 FITS = ("all", "rigid", "contour")
@@ -79,12 +78,17 @@ def photographs() -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _common.add_tiny_flag(parser)
+    _common.is_tiny(parser.parse_args())
+    print(_common.machine())
     rng = np.random.default_rng(0)
     print("| landmark noise | fit | yaw gain | mean abs error p / y / r (°) |")
     print("|---|---|---:|---|")
     for noise in (0.0, 0.02):
         for fit, (gain, err) in synthetic(noise, rng).items():
             print(f"| {noise:.0%} | {fit} | {gain:.3f} | {err[0]:.2f} / {err[1]:.2f} / {err[2]:.2f} |")
+            _common.summary("pnp_turns", f"yaw gain, {fit} fit, {noise:.0%} noise", f"{gain:.3f}", note="target 0.9-1.1")
     print("\n| landmark noise | true Δ | " + " | ".join(f"Δ {f}" for f in FITS) + " |")
     print("|---|---:|" + "---:|" * len(FITS))
     for noise in (0.0, 0.02):

@@ -16,6 +16,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+import _common
 import cv2
 import numpy as np
 from PIL import Image
@@ -48,7 +49,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    _common.add_tiny_flag(parser)
     args = parser.parse_args()
+    if _common.is_tiny(args):
+        args.frames = [4]
+    print(_common.machine())
     detector = build_backend("detector", "dlib-hog", with_embeddings=True)
     estimator = build_backend("pose", "pnp")
     print(f"{'frames':>7} {'faces':>6} {'chosen':>6} {'seconds':>8} {'faces/s':>8} {'select ms':>9}")
@@ -65,6 +70,7 @@ def main() -> None:
         select = (time.perf_counter() - t0) * 1000
         faces = len(result.candidates)
         print(f"{count:>7} {faces:>6} {len(result.chosen):>6} {seconds:>8.2f} {faces / seconds:>8.1f} {select:>9.2f}")
+        _common.summary("references", f"Pick Reference Faces, {count} frames", f"{faces / seconds:.1f} faces/s")
 
 
 if __name__ == "__main__":

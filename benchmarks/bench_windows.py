@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402  (puts the repository on the import path)
 
 
 def build(args):
@@ -67,7 +65,11 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 rounds")
+    _common.add_tiny_flag(parser)
     args = parser.parse_args(argv)
+    if _common.is_tiny(args):
+        args.frames, args.window, args.overlap, args.side, args.heads, args.ffn, args.layers = 5, 3, 1, 4, 1, 64, 1
+        args.quick = True
     rounds = 2 if args.quick else args.rounds
     torch.set_num_threads(1)
     model = build(args)
@@ -89,6 +91,7 @@ def main(argv=None) -> int:
                 cases[name][1](data[name])
                 times[name].append(time.process_time() - start)
     base = statistics.median(times["one window"]) / args.window
+    print(_common.machine())
     print(f"width {args.heads * 128}, {args.layers} blocks, latent {args.side}×{args.side} "
           f"({args.side ** 2 // 4} tokens a frame), 1 reference frame, windows of {args.window} overlap {args.overlap}, "
           f"{rounds} rounds, 1 CPU thread")
@@ -96,6 +99,7 @@ def main(argv=None) -> int:
     for name, (frames, _) in cases.items():
         per_call = statistics.median(times[name])
         print(f"{name:<24}{frames:>14}{per_call:>12.3f}{1000 * per_call / frames:>14.1f}{per_call / frames / base:>14.2f}")
+        _common.summary("windows", f"{name}: time per frame", f"{per_call / frames / base:.2f} × one window")
     return 0
 
 
