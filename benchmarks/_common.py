@@ -122,11 +122,6 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def floor_seconds(flops: float) -> float:
-    """The FLOP floor: seconds ``flops`` take at the measured GEMM rate."""
-    return flops / gemm_rate()
-
-
 def summary(bench: str, what: str, value: str, floor: str = "", note: str = "") -> None:
     """One line for run_all.py's table (also readable by a person)."""
     print(SUMMARY_PREFIX + json.dumps({"bench": bench, "what": what, "value": value, "floor": floor,
