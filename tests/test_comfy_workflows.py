@@ -74,7 +74,7 @@ def test_identity_workflow_writes_the_requested_video(comfy, images):
     assert all(p["max"] == SIZE["steps"] for p in progress)
     # the pose node sends its angles to the web extension
     pose_ui = entry["outputs"]["4"]["faithfulfaces_pose"][0]
-    assert pose_ui["backend"] == "dlib-hog+pnp" and abs(pose_ui["yaw"]) < 25
+    assert pose_ui["backend"] == "dlib-hog+pnp" and abs(pose_ui["yaw"]) < 35  # a near-frontal portrait
 
 
 def test_pose_inspection_workflow_on_insightface_and_6drepnet(comfy, images):
