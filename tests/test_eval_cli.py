@@ -126,7 +126,7 @@ def test_long_video_gets_similarity_per_segment_and_its_plot(inputs, capsys):
     with Image.open(out / entry["segments_plot"]) as png:
         assert entry["segments_plot"] == "drift_segments.png" and png.size == (PLOT_WIDTH, PLOT_HEIGHT)
     assert main([str(inputs / "reference.png"), str(video), "--backend", "dlib-hog", "--segment", "4",
-                 "--segment-overlap", "4", "--out", str(out)]) == 2
+                 "--segment-overlap", "4", "--out", str(out)]) == 1  # EXIT_ERROR
     assert "Segments of 4 frames with overlap 4 are not possible" in capsys.readouterr().err
 
 
