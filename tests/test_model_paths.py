@@ -160,11 +160,13 @@ def test_missing_vace_model_gets_the_missing_model_message(comfy):
     placeholder = "(none found) place a diffusers Wan2.1-VACE folder in models/diffusers/ or a VACE " \
                   ".safetensors in models/diffusion_models/"
     assert placeholder not in info["input"]["required"]["model"][1]["options"]  # the tiny model is placed
-    prompt = with_inputs(load_api_workflow("faithfulfaces_identity_video"), {"7": {"model": placeholder}})
-    answer = comfy.queue(prompt)
+    from faithfulfaces_core.demo import tiny_settings
+
+    prompt = with_inputs(load_api_workflow("faithfulfaces_identity_video"), tiny_settings("dlib"))
+    answer = comfy.queue(with_inputs(prompt, {"7": {"model": placeholder}}))
     text = json.dumps(answer["node_errors"]["7"])
     assert "No model file is selected: place a diffusers Wan2.1-VACE folder" in text
-    assert "components_from" not in text
+    assert "set components_from" not in text  # not taken for a single-file transformer
 
 
 @pytest.mark.comfy
