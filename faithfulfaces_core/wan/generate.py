@@ -194,6 +194,60 @@ class WindowProgress:
                                       f"(call {self.done} of {self.total}).")
 
 
+def check_inputs(pipe, *, prompt, pose_tokens, width: int, height: int, num_frames: int, steps: int,
+                 guidance_scale: float, conditioning_scale, lora_scale: float, pose: PoseTokenSettings) -> None:
+    """Every check of a ``generate()`` call, before anything runs (as diffusers' ``check_inputs``)."""
+    from .lora import has_lora, lora_is_fused
+
+    if not isinstance(prompt, str):
+        raise FaithfulFacesError(
+            f"prompt must be one string (got {type(prompt).__name__}): WanVACEPipeline makes one video per call."
+        )
+    transformer = pipe.transformer
+    spatial = pipe.vae_scale_factor_spatial * transformer.config.patch_size[1]
+    check_video_size(
+        width, height, num_frames, spatial=spatial, temporal=pipe.vae_scale_factor_temporal,
+        max_side=transformer.config.rope_max_seq_len * spatial,
+    )
+    _check_args(steps, guidance_scale, conditioning_scale, len(transformer.config.vace_layers))
+    finite_number(lora_scale, "lora_scale (LoRA strength)", hint="1 = as trained, 0 = off")
+    pose.check()
+    if pose_tokens is not None:
+        if not isinstance(pose_tokens, torch.Tensor) or pose_tokens.ndim != 3:
+            raise FaithfulFacesError("pose_tokens must be a [1, M, C] tensor (the aligner's pose tokens) or None.")
+        _check_batch(pose_tokens.shape[0], "pose-token set")
+    if has_lora(transformer) and lora_is_fused(transformer) and lora_scale != 1.0:
+        raise FaithfulFacesError(
+            f"The LoRA is fused into the weights, so lora_scale {lora_scale} cannot act: unfuse it first "
+            "(faithfulfaces_core.wan.lora.unfuse_lora) or fuse it at that scale and pass lora_scale 1."
+        )
+
+
+def _references(reference_image: Any, reference_images: Any, num_frames: int, temporal: int) -> list:
+    """The call's reference images as the list of PIL images ``WanVACEPipeline`` takes (maybe empty)."""
+    if reference_image is not None and reference_images is not None:
+        raise FaithfulFacesError("Give reference_image (one) or reference_images (several), not both.")
+    references = [reference_to_pil(reference_image)] if reference_image is not None else reference_list(
+        reference_images)
+    _check_reference_count(len(references), num_frames, temporal)
+    return references
+
+
+def _enter_injection(stack: ExitStack, transformer, pose_tokens, steps: int, guidance_scale: float, *,
+                     pose_strength: float, pose_start: float, pose_end: float, pose_on_negative: bool):
+    """The pose-token injection for this call (installed for it if the model has none), or None."""
+    injection = get_pose_injection(transformer)
+    if injection is None and pose_tokens is not None:
+        injection = install_pose_injection(transformer)
+        stack.callback(injection.remove)
+    if injection is not None:
+        stack.enter_context(injection.use(
+            pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative
+        ))
+        stack.enter_context(injection.sampling(steps, cfg=guidance_scale > 1.0))
+    return injection
+
+
 def generate(
     pipe,
     *,
@@ -232,50 +286,23 @@ def generate(
     ``context_frames`` (video frames per window, 4k+1; None = one window), ``context_overlap``
     (video frames) and ``context_fuse`` (pyramid, flat, overlap-linear) window a long video.
     """
-    from .lora import has_lora, kept_lora_scaling, lora_is_fused
+    from .lora import kept_lora_scaling
 
-    if not isinstance(prompt, str):
-        raise FaithfulFacesError(
-            f"prompt must be one string (got {type(prompt).__name__}): WanVACEPipeline makes one video per call."
-        )
-    transformer = pipe.transformer
-    spatial = pipe.vae_scale_factor_spatial * transformer.config.patch_size[1]
-    check_video_size(
-        width, height, num_frames, spatial=spatial, temporal=pipe.vae_scale_factor_temporal,
-        max_side=transformer.config.rope_max_seq_len * spatial,
+    check_inputs(
+        pipe, prompt=prompt, pose_tokens=pose_tokens, width=width, height=height, num_frames=num_frames,
+        steps=steps, guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, lora_scale=lora_scale,
+        pose=PoseTokenSettings(pose_strength, pose_start, pose_end, bool(pose_on_negative)),
     )
-    _check_args(steps, guidance_scale, conditioning_scale, len(transformer.config.vace_layers))
-    finite_number(lora_scale, "lora_scale (LoRA strength)", hint="1 = as trained, 0 = off")
-    PoseTokenSettings(pose_strength, pose_start, pose_end, bool(pose_on_negative)).check()
-    if pose_tokens is not None:
-        if not isinstance(pose_tokens, torch.Tensor) or pose_tokens.ndim != 3:
-            raise FaithfulFacesError("pose_tokens must be a [1, M, C] tensor (the aligner's pose tokens) or None.")
-        _check_batch(pose_tokens.shape[0], "pose-token set")
-    if has_lora(transformer) and lora_is_fused(transformer) and lora_scale != 1.0:
-        raise FaithfulFacesError(
-            f"The LoRA is fused into the weights, so lora_scale {lora_scale} cannot act: unfuse it first "
-            "(faithfulfaces_core.wan.lora.unfuse_lora) or fuse it at that scale and pass lora_scale 1."
-        )
     windows = context_windows(num_frames, context_frames, context_overlap, context_fuse, pipe.vae_scale_factor_temporal)
-    if reference_image is not None and reference_images is not None:
-        raise FaithfulFacesError("Give reference_image (one) or reference_images (several), not both.")
-    references = [reference_to_pil(reference_image)] if reference_image is not None else reference_list(
-        reference_images)
-    _check_reference_count(len(references), num_frames, pipe.vae_scale_factor_temporal)
+    references = _references(reference_image, reference_images, num_frames, pipe.vae_scale_factor_temporal)
     if cancel is not None and cancel():
         raise GenerationCancelled("Generation cancelled before the first step.")
 
-    injection = get_pose_injection(transformer)
+    transformer = pipe.transformer
     with ExitStack() as stack:
         stack.enter_context(kept_lora_scaling(transformer))
-        if injection is None and pose_tokens is not None:
-            injection = install_pose_injection(transformer)
-            stack.callback(injection.remove)
-        if injection is not None:
-            stack.enter_context(injection.use(
-                pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative
-            ))
-            stack.enter_context(injection.sampling(steps, cfg=guidance_scale > 1.0))
+        injection = _enter_injection(stack, transformer, pose_tokens, steps, guidance_scale, pose_strength=pose_strength,
+                                     pose_start=pose_start, pose_end=pose_end, pose_on_negative=pose_on_negative)
         if windows is not None:
             video_frames = latent_frames(num_frames, pipe.vae_scale_factor_temporal)
             calls = int(steps) * (2 if guidance_scale > 1.0 else 1) * len(windows.windows(video_frames))
