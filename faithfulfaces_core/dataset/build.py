@@ -188,6 +188,51 @@ def _results_in_pool(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _videos_to_do(directory: DatasetDirectory, refs: list, retry_errors: bool) -> tuple[set, list]:
+    """(keys already done, the refs still to curate) after recovering the journal of an earlier run."""
+    done = directory.recover()
+    if retry_errors:
+        latest = {r.key: r for r in directory.done_records()}
+        done -= {k for k, r in latest.items() if r.outcome == oc.ERROR}
+    done |= finished_videos(directory.done_records(), done)
+    return done, [r for r in refs if r.key not in done]
+
+
+def _curate_and_commit(directory: DatasetDirectory, todo: list, done: set, models_args: tuple,
+                       settings: CurationSettings, *, workers: int, threads: int, desc: str, progress: bool,
+                       on_commit: Callable[[VideoCuration], None] | None) -> RunStats:
+    """Curate ``todo`` (in this process or a pool), committing each sample durably as it arrives."""
+    from tqdm.auto import tqdm
+
+    counts: Counter[str] = Counter()
+    frames_decoded = frames_sampled = 0
+    start = time.perf_counter()  # throughput: model building + processing + commits
+    bar = tqdm(total=len(todo), desc=desc, unit="video", disable=not progress, dynamic_ncols=True)
+    try:
+        if todo:
+            results = (
+                _results_in_process(todo, models_args, settings, directory.root)
+                if workers == 1
+                else _results_in_pool(todo, models_args, settings, directory.root, workers, threads)
+            )
+            samples = (pair for batch in results for pair in batch if pair[0].ref.key not in done)
+            with closing(results):  # stops the workers if a commit or a hook raises
+                for result, record in samples:
+                    directory.commit(result, record)
+                    counts[result.outcome] += 1
+                    frames_decoded += result.frames_decoded
+                    frames_sampled += result.frames_sampled
+                    bar.set_postfix(kept=counts[oc.KEPT], rejected=counts[oc.REJECTED], errors=counts[oc.ERROR],
+                                    refresh=False)
+                    bar.update(1)
+                    if on_commit is not None:
+                        on_commit(result)
+    finally:
+        bar.close()
+    return RunStats(videos=sum(counts.values()), frames_decoded=frames_decoded, frames_sampled=frames_sampled,
+                    wall_seconds=time.perf_counter() - start)
+
+
 def build_dataset(
     inputs: Iterable[str | PathLike],
     out: str | PathLike,
@@ -232,55 +277,9 @@ def build_dataset(
                 },
             }
         )
-        done = directory.recover()
-        if retry_errors:
-            latest = {r.key: r for r in directory.done_records()}
-            done -= {k for k, r in latest.items() if r.outcome == oc.ERROR}
-        done |= finished_videos(directory.done_records(), done)
-        todo = [r for r in refs if r.key not in done]
-        counts: Counter[str] = Counter()
-        frames_decoded = frames_sampled = 0
-        from tqdm.auto import tqdm
-
-        start = time.perf_counter()  # throughput: model building + processing + commits
-        bar = tqdm(
-            total=len(todo),
-            desc=f"curating videos (shard {shard})",
-            unit="video",
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        try:
-            if todo:
-                results = (
-                    _results_in_process(todo, models_args, settings, directory.root)
-                    if workers == 1
-                    else _results_in_pool(todo, models_args, settings, directory.root, workers, threads)
-                )
-                samples = (pair for batch in results for pair in batch if pair[0].ref.key not in done)
-                with closing(results):  # stops the workers if a commit or a hook raises
-                    for result, record in samples:
-                        directory.commit(result, record)
-                        counts[result.outcome] += 1
-                        frames_decoded += result.frames_decoded
-                        frames_sampled += result.frames_sampled
-                        bar.set_postfix(
-                            kept=counts[oc.KEPT],
-                            rejected=counts[oc.REJECTED],
-                            errors=counts[oc.ERROR],
-                            refresh=False,
-                        )
-                        bar.update(1)
-                        if on_commit is not None:
-                            on_commit(result)
-        finally:
-            bar.close()
-        run = RunStats(
-            videos=sum(counts.values()),
-            frames_decoded=frames_decoded,
-            frames_sampled=frames_sampled,
-            wall_seconds=time.perf_counter() - start,
-        )
+        done, todo = _videos_to_do(directory, refs, retry_errors)
+        run = _curate_and_commit(directory, todo, done, models_args, settings, workers=workers, threads=threads,
+                                 desc=f"curating videos (shard {shard})", progress=progress, on_commit=on_commit)
         records = directory.finalize()
         report = build_report(
             directory.done_records(), threshold=settings.threshold, run=run, shard=str(shard)
