@@ -376,6 +376,31 @@ def _decide(result: VideoCuration, settings: CurationSettings, multiple: str | N
         result.reject(oc.LOW_POSE_VARIATION, f"Δ = {axes} = {result.delta:.2f} < {settings.threshold:g}")
 
 
+def _estimate_and_write(pending: list, estimator: PoseEstimator, staging: Path, ref: VideoRef,
+                        settings: CurationSettings, result: VideoCuration) -> None:
+    """Pose of the ``pending`` crops in one estimator call; each crop written and recorded, then cleared.
+
+    ``pending`` holds ``(frame index, face, crop box, crop [S, S, 3], frame (H, W))`` tuples.
+    """
+    if not pending:
+        return
+    angles = _estimate(estimator, [p[3] for p in pending], [p[1] for p in pending], [p[4] for p in pending])
+    for (index, face, crop_box, crop, _), row in zip(pending, angles, strict=True):
+        name = f"f{index:06d}.{settings.crop_format}"
+        _write_crop(staging / name, crop, settings)
+        result.frames.append(
+            FaceFrame(
+                index=index,
+                box=tuple(float(c) for c in face.box),
+                crop_box=crop_box,
+                angles=(float(row[0]), float(row[1]), float(row[2])),
+                crop=f"{CROPS_DIR}/{ref.slug}/{name}",
+                embedding=face.embedding,
+            )
+        )
+    pending.clear()
+
+
 def curate_video(
     ref: VideoRef,
     detector: FaceDetector,
@@ -393,30 +418,11 @@ def curate_video(
     staging = staging_folder(dataset_dir, ref)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    ext = settings.crop_format
     size = int(estimator.input_size)
     pending: list[tuple[int, Face, tuple[int, int, int, int], np.ndarray, tuple[int, int]]] = []
 
     def flush() -> None:
-        if not pending:
-            return
-        angles = _estimate(
-            estimator, [p[3] for p in pending], [p[1] for p in pending], [p[4] for p in pending]
-        )
-        for (index, face, crop_box, crop, _), row in zip(pending, angles, strict=True):
-            name = f"f{index:06d}.{ext}"
-            _write_crop(staging / name, crop, settings)
-            result.frames.append(
-                FaceFrame(
-                    index=index,
-                    box=tuple(float(c) for c in face.box),
-                    crop_box=crop_box,
-                    angles=(float(row[0]), float(row[1]), float(row[2])),
-                    crop=f"{CROPS_DIR}/{ref.slug}/{name}",
-                    embedding=face.embedding,
-                )
-            )
-        pending.clear()
+        _estimate_and_write(pending, estimator, staging, ref, settings, result)
 
     multiple: str | None = None
     try:
