@@ -248,6 +248,22 @@ def _enter_injection(stack: ExitStack, transformer, pose_tokens, steps: int, gui
     return injection
 
 
+def _step_callback(injection, steps: int, progress: Callable[[int, int], None] | None,
+                   cancel: Callable[[], bool] | None) -> Callable:
+    """diffusers' ``callback_on_step_end``: advance the injection's schedule, report, honour cancel."""
+
+    def on_step_end(_pipe, step: int, _timestep, _tensors: dict) -> dict:
+        if injection is not None:
+            injection.step_finished(step)
+        if progress is not None:
+            progress(step + 1, steps)
+        if cancel is not None and cancel():
+            raise GenerationCancelled(f"Generation cancelled after step {step + 1} of {steps}.")
+        return {}
+
+    return on_step_end
+
+
 def generate(
     pipe,
     *,
@@ -310,15 +326,7 @@ def generate(
                 transformer, windows, video_frames, on_window=WindowProgress(calls, progress, cancel),
             ))
 
-        def on_step_end(_pipe, step: int, _timestep, _tensors: dict) -> dict:
-            if injection is not None:
-                injection.step_finished(step)
-            if progress is not None and windows is None:
-                progress(step + 1, steps)
-            if cancel is not None and cancel():
-                raise GenerationCancelled(f"Generation cancelled after step {step + 1} of {steps}.")
-            return {}
-
+        on_step_end = _step_callback(injection, steps, None if windows is not None else progress, cancel)
         try:
             out = pipe(
                 prompt=prompt,
