@@ -329,18 +329,12 @@ def generate(
         on_step_end = _step_callback(injection, steps, None if windows is not None else progress, cancel)
         try:
             out = pipe(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                reference_images=references or None,
-                conditioning_scale=list(conditioning_scale) if isinstance(conditioning_scale, Sequence) else conditioning_scale,
-                height=height,
-                width=width,
-                num_frames=num_frames,
-                num_inference_steps=int(steps),
-                guidance_scale=guidance_scale,
-                generator=torch.Generator(device="cpu").manual_seed(int(seed)),
-                output_type="np",
-                attention_kwargs=None if lora_scale == 1.0 else {"scale": float(lora_scale)},
+                prompt=prompt, negative_prompt=negative_prompt, reference_images=references or None,
+                conditioning_scale=list(conditioning_scale) if isinstance(conditioning_scale, Sequence)
+                else conditioning_scale,
+                height=height, width=width, num_frames=num_frames, num_inference_steps=int(steps),
+                guidance_scale=guidance_scale, generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+                output_type="np", attention_kwargs=None if lora_scale == 1.0 else {"scale": float(lora_scale)},
                 callback_on_step_end=on_step_end,
             )
         except BaseException:
