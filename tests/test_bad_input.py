@@ -53,7 +53,11 @@ def run_raw(comfy, prompt: dict, timeout: float = 600) -> dict:
     answer = requests.post(comfy.url + "/prompt", data=body, headers={"Content-Type": "application/json"},
                            timeout=60).json()
     assert "prompt_id" in answer, answer
-    return comfy.wait(answer["prompt_id"], timeout=timeout)
+    try:
+        return comfy.wait(answer["prompt_id"], timeout=timeout)
+    finally:
+        # A NaN literal left in /history breaks the browser's JSON.parse for every later page load.
+        comfy.post("/history", {"delete": [answer["prompt_id"]]})
 
 
 def frames_of(comfy, entry: dict) -> np.ndarray:

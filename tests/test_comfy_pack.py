@@ -7,11 +7,10 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from faithfulfaces_core.host import PACK_ROOT, start_comfyui
+from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir, start_comfyui
 
 pytestmark = pytest.mark.comfy
 
@@ -61,7 +60,7 @@ def test_import_is_cheap():
         fp.get_folder_paths = lambda name: fp.folder_names_and_paths.get(name, ([],))[0]
         fp.add_model_folder_path = lambda n, p, is_default=False: None
         sys.modules["folder_paths"] = fp
-        sys.path.insert(0, {str(Path(sys.prefix).joinpath("comfyui-path").read_text().strip())!r})
+        sys.path.insert(0, {str(default_comfyui_dir())!r})
         import importlib.util
         spec = importlib.util.spec_from_file_location(
             "faithfulfaces_pack", {str(PACK_ROOT / "__init__.py")!r},

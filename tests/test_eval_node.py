@@ -7,11 +7,10 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
+from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir
 
 SCRIPT = textwrap.dedent(
     """
@@ -56,10 +55,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(frames: int, refs: tuple[int, ...] = (240,)) -> dict:
-    marker = Path(sys.prefix) / "comfyui-path"
-    if not marker.is_file():
-        pytest.skip("no ComfyUI checkout (run scripts/setup.sh)")
-    code = SCRIPT.format(comfyui=marker.read_text().strip(), nodes=str(PACK_ROOT / "nodes"), frames=frames,
+    code = SCRIPT.format(comfyui=str(default_comfyui_dir()), nodes=str(PACK_ROOT / "nodes"), frames=frames,
                        refs=list(refs))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=PACK_ROOT)
     assert result.returncode == 0, result.stderr[-4000:]

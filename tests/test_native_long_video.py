@@ -2,7 +2,7 @@
 
 The shipped workflow makes 161 frames in windows of 81 with overlap 16; here the tiny model set
 runs it at 17 frames in windows of 9 with overlap 4 (5 latent video frames, windows of 3 with
-overlap 1: two windows), with the CLIP nodes swapped for ``LoadTrainingDataset`` as in
+overlap 1: two windows), with the CLIP nodes swapped for the test-only conditioning node as in
 ``test_native_workflow.py``.
 """
 
@@ -13,12 +13,11 @@ import shutil
 import av
 import numpy as np
 import pytest
-import torch
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo
 from faithfulfaces_core.tiny import modelset
 from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
+from faithfulfaces_core.tiny.wan import TINY_FILE
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -39,21 +38,11 @@ def test_shipped_workflow_is_161_frames_in_windows_of_81():
 
 
 @pytest.fixture(scope="module")
-def conditioning(comfy) -> dict[str, str]:
-    gen = torch.Generator().manual_seed(8)
-    folders = {}
-    for name in ("positive", "negative"):
-        folder = comfy.output_dir / f"ff_long_{name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
-        torch.save({"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]},
-                   folder / "shard_0000.pkl")
-        folders[name] = folder.name
+def portrait(comfy) -> None:
     shutil.copyfile(reference_photo(), comfy.input_dir / "ff_long_portrait.png")
-    return folders
 
 
-def tiny_prompt(conditioning: dict[str, str], **window) -> dict:
+def tiny_prompt(text_conditioning, **window) -> dict:
     prompt = with_inputs(load_api_workflow(WORKFLOW), {
         "1": {"image": "ff_long_portrait.png"},
         "2": {"backend": "dlib-hog"},
@@ -67,10 +56,7 @@ def tiny_prompt(conditioning: dict[str, str], **window) -> dict:
         "18": {"filename_prefix": "ff_long/video"},
         "20": {**WINDOW, **window},
     })
-    del prompt["9"]
-    for node, name in (("10", "positive"), ("11", "negative")):
-        prompt[node] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": conditioning[name]}}
-    prompt["13"]["inputs"].update(positive=["10", 1], negative=["11", 1])
+    text_conditioning(prompt)
     prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "ff_long_frames"}}
     return prompt
 
@@ -88,14 +74,14 @@ def run_frames(comfy, prompt: dict) -> np.ndarray:
     return np.stack([np.array(Image.open(f)) for f in pngs])
 
 
-def test_long_video_workflow_runs_in_windows(comfy, conditioning):
+def test_long_video_workflow_runs_in_windows(comfy, portrait, text_conditioning):
     before = len(comfy.log())
-    windowed = run_frames(comfy, tiny_prompt(conditioning))
+    windowed = run_frames(comfy, tiny_prompt(text_conditioning))
     assert windowed.shape == (SIZE["length"], SIZE["height"], SIZE["width"], 3)
     assert "Using context windows 3 for 5 frames." in comfy.log()[before:]  # video frames only, no reference
     # one window as long as the video is the graph without the context-windows node, frame for frame
-    whole = run_frames(comfy, tiny_prompt(conditioning, context_length=SIZE["length"]))
-    plain = tiny_prompt(conditioning)
+    whole = run_frames(comfy, tiny_prompt(text_conditioning, context_length=SIZE["length"]))
+    plain = tiny_prompt(text_conditioning)
     plain["14"]["inputs"]["model"] = ["8", 0]
     del plain["20"]
     assert np.array_equal(whole, run_frames(comfy, plain))

@@ -5,11 +5,10 @@ accept it), VAELoader the tiny Wan2.1 VAE, and the example workflow runs through
 ``POST /prompt`` with the pack's face / pose / aligner nodes making the pose token.
 
 ComfyUI builds its Wan text encoder from a fixed UMT5-XXL config (5.7 B parameters) whatever
-the file holds, so nothing tiny loads through CLIPLoader. The test swaps the two
-CLIPTextEncode nodes (and the CLIPLoader) for ComfyUI's core ``LoadTrainingDataset`` node,
-which reads CONDITIONING from ``output/<folder>/shard_*.pkl`` — ComfyUI's own dataset format
-(``torch.save`` of plain tensors/lists/dicts, loaded with ``weights_only=True``), written here
-with prompt embeddings of the width UMT5-XXL gives. Everything else is the example workflow.
+the file holds, so nothing tiny loads through CLIPLoader. The test swaps the CLIPLoader and the
+two CLIPTextEncode nodes for a test-only node that reads prompt embeddings of the width UMT5-XXL
+gives (``tests/comfy_nodes``, the ``text_conditioning`` fixture). Everything else is the example
+workflow.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ import shutil
 import av
 import numpy as np
 import pytest
-import torch
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo
 from faithfulfaces_core.tiny import modelset
 from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
+from faithfulfaces_core.tiny.wan import TINY_FILE
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -35,22 +33,11 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def conditioning(comfy) -> dict[str, str]:
-    """Positive / negative prompt embeddings ``[1, 12, 4096]`` as LoadTrainingDataset folders."""
-    gen = torch.Generator().manual_seed(3)
-    folders = {}
-    for name in ("positive", "negative"):
-        folder = comfy.output_dir / f"ff_native_{name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
-        shard = {"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]}
-        torch.save(shard, folder / "shard_0000.pkl")
-        folders[name] = folder.name
+def portrait(comfy) -> None:
     shutil.copyfile(reference_photo(), comfy.input_dir / "ff_native_portrait.png")
-    return folders
 
 
-def tiny_prompt(conditioning: dict[str, str], *, seed: int = 4, **patch) -> dict:
+def tiny_prompt(text_conditioning, *, seed: int = 4, **patch) -> dict:
     """The example workflow on the tiny native files (dlib faces: real detection, no download)."""
     prompt = with_inputs(load_api_workflow(WORKFLOW), {
         "1": {"image": "ff_native_portrait.png"},
@@ -63,13 +50,8 @@ def tiny_prompt(conditioning: dict[str, str], *, seed: int = 4, **patch) -> dict
         "13": SIZE,
         "14": {"steps": STEPS, "seed": seed},
     })
-    assert prompt["9"]["class_type"] == "CLIPLoader" and prompt["10"]["inputs"]["clip"] == ["9", 0]
-    del prompt["9"]
-    for node in ("10", "11"):
-        name = "positive" if node == "10" else "negative"
-        prompt[node] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": conditioning[name]}}
-    prompt["13"]["inputs"].update(positive=["10", 1], negative=["11", 1])
-    return prompt
+    assert prompt["10"]["inputs"]["clip"] == ["9", 0] and prompt["13"]["inputs"]["positive"] == ["10", 0]
+    return text_conditioning(prompt)
 
 
 def run_frames(comfy, prompt: dict) -> np.ndarray:
@@ -106,16 +88,16 @@ def test_tiny_native_files_are_listed_by_comfys_own_loaders(object_info):
     assert node["category"] == "FaithfulFaces/native" and node["output"] == ["MODEL"]
 
 
-def test_native_workflow_runs_and_the_patch_acts(comfy, conditioning):
-    frames = run_frames(comfy, tiny_prompt(conditioning))
+def test_native_workflow_runs_and_the_patch_acts(comfy, portrait, text_conditioning):
+    frames = run_frames(comfy, tiny_prompt(text_conditioning))
     assert frames.shape == (SIZE["length"], SIZE["height"], SIZE["width"], 3)
     # the same graph with pose and LoRA at 0 is the plain native model, frame for frame
-    off = run_frames(comfy, tiny_prompt(conditioning, pose_strength=0.0, lora_strength=0.0))
-    plain = tiny_prompt(conditioning)
+    off = run_frames(comfy, tiny_prompt(text_conditioning, pose_strength=0.0, lora_strength=0.0))
+    plain = tiny_prompt(text_conditioning)
     plain["14"]["inputs"]["model"] = ["7", 0]
     del plain["8"]
     assert np.array_equal(off, run_frames(comfy, plain))
     assert not np.array_equal(frames, off)
     # pose tokens alone change the result too
-    pose_only = run_frames(comfy, tiny_prompt(conditioning, lora_strength=0.0))
+    pose_only = run_frames(comfy, tiny_prompt(text_conditioning, lora_strength=0.0))
     assert not np.array_equal(pose_only, off)
