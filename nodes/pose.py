@@ -10,6 +10,24 @@ from .images import from_uint8, to_uint8_list
 CATEGORY = "FaithfulFaces/pose"
 DETECTOR_BACKENDS = ["insightface", "dlib-hog", "dlib-cnn"]
 POSE_BACKENDS = ["6drepnet", "dlib-landmarks"]
+PACK_BACKENDS = ["insightface"]  # the detector backends that read insightface_pack
+WEIGHTS_BACKENDS = ["6drepnet"]  # the pose backends that read weights
+
+
+class BackendFile(io.Combo.Input):
+    """A model-file dropdown that only some values of the node's ``backend`` read.
+
+    ``/object_info`` carries ``faithfulfaces_used_by`` (the backends that read it), so the web
+    extension parks a stale, unlisted value while another backend is chosen, instead of the
+    frontend flagging a file that the chosen backend never opens.
+    """
+
+    def __init__(self, id: str, options: list[str], backends: list[str], tooltip: str) -> None:
+        super().__init__(id, options=options, tooltip=tooltip)
+        self.backends = backends
+
+    def as_dict(self) -> dict:
+        return super().as_dict() | {"faithfulfaces_used_by": {"input": "backend", "values": self.backends}}
 
 
 class LoadFaceDetector(io.ComfyNode):
@@ -25,8 +43,8 @@ class LoadFaceDetector(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="insightface"),
-                io.Combo.Input("insightface_pack", options=models.insightface_packs(),
-                               tooltip="Folder in models/insightface/models/ (used by the insightface backend)."),
+                BackendFile("insightface_pack", models.insightface_packs(), PACK_BACKENDS,
+                            tooltip="Folder in models/insightface/models/ (used by the insightface backend)."),
                 io.Combo.Input("provider", options=["auto", "CPU", "CUDA"], default="auto",
                                tooltip="ONNX Runtime execution provider for InsightFace."),
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
@@ -40,7 +58,7 @@ class LoadFaceDetector(io.ComfyNode):
         """The pack dropdown matters only for the insightface backend, so the node checks both itself."""
         if backend not in DETECTOR_BACKENDS:
             return models.check_option(backend, DETECTOR_BACKENDS, "backend")
-        return models.check_model("insightface", insightface_pack) if backend == "insightface" else True
+        return models.check_model("insightface", insightface_pack) if backend in PACK_BACKENDS else True
 
     @classmethod
     def execute(cls, backend, insightface_pack, provider, det_size) -> io.NodeOutput:
@@ -69,8 +87,8 @@ class LoadPoseEstimator(io.ComfyNode):
             inputs=[
                 io.Combo.Input("backend", options=POSE_BACKENDS, default="6drepnet",
                                tooltip="dlib-landmarks needs the dlib face detector (68 landmarks)."),
-                io.Combo.Input("weights", options=models.pose_weights(),
-                               tooltip=".pth / .safetensors run on torch, .onnx on ONNX Runtime."),
+                BackendFile("weights", models.pose_weights(), WEIGHTS_BACKENDS,
+                            tooltip=".pth / .safetensors run on torch, .onnx on ONNX Runtime (used by 6drepnet)."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
             ],
             outputs=[types.PoseEstimator.Output(display_name="pose_estimator")],
@@ -81,7 +99,7 @@ class LoadPoseEstimator(io.ComfyNode):
         """The weights dropdown matters only for 6DRepNet, so the node checks both itself."""
         if backend not in POSE_BACKENDS:
             return models.check_option(backend, POSE_BACKENDS, "backend")
-        return models.check_model("faithfulfaces", weights) if backend == "6drepnet" else True
+        return models.check_model("faithfulfaces", weights) if backend in WEIGHTS_BACKENDS else True
 
     @classmethod
     def execute(cls, backend, weights, device) -> io.NodeOutput:

@@ -102,7 +102,8 @@ def wait_for(driver, script: str, timeout: float = 90.0):
     raise TimeoutError(f"timed out waiting for: {script}")
 
 
-def open_workflow(driver, server: ComfyServer, name: str) -> dict:
+def open_workflow(driver, server: ComfyServer, name: str, edit=None) -> dict:
+    """Load UI workflow ``name`` (after ``edit(workflow)`` if given) into a fresh page."""
     for target in (REFERENCE_NAME, *PHOTO_NAMES):  # the workflows' LoadImage files
         shutil.copyfile(reference_photo(), server.input_dir / target)
     driver.get(server.url)
@@ -110,6 +111,8 @@ def open_workflow(driver, server: ComfyServer, name: str) -> dict:
                      " && Object.keys(LiteGraph.registered_node_types).length > 400)")
     driver.get_log("browser")  # drop start-up messages
     workflow = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    if edit:
+        edit(workflow)
     assert driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "window.app.loadGraphData(arguments[0]).then(() => done(true), (e) => done(String(e)));",
@@ -218,4 +221,70 @@ def test_pose_readout_shows_in_the_renderer_with_pythons_axes(served, browser):
             np.testing.assert_allclose(drawn[axis], expected[axis] / length, atol=0.12)
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / f"frontend_{frontend}_{renderer(browser)}_pose_readout.png"))
+    assert console_errors(browser, frontend) == []
+
+
+UNLISTED = {"insightface_pack": "antelopev2", "weights": "6DRepNet_300W_LP_AFLW2000.pth"}  # not placed here
+
+
+def combos_off_their_list(driver) -> list:
+    """``[node type, widget, value]`` of every combo widget whose value is not in its list (drawn red)."""
+    return driver.execute_script(
+        "return window.app.graph._nodes.flatMap(n => (n.widgets || [])"
+        "  .filter(w => Array.isArray(w.options?.values) && !w.options.values.includes(w.value))"
+        "  .map(w => [n.type, w.name, w.value]));"
+    )
+
+
+def queue_from_browser(driver, server: ComfyServer) -> str:
+    """Press Run (``app.queuePrompt``) and return the id of the prompt the server received."""
+    before = set(server.get("/history"))
+    driver.execute_script("window.app.queuePrompt(0, 1);")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        queue = server.get("/queue")
+        ids = {item[1] for item in queue["queue_running"] + queue["queue_pending"]} | (set(server.get("/history")) - before)
+        if ids:
+            return ids.pop()
+        time.sleep(0.25)
+    raise TimeoutError("the browser queued no prompt")
+
+
+def choose(driver, node_id: int, name: str, value: str) -> None:
+    """Pick ``value`` in a widget as a user does: set it and call the widget's callback."""
+    driver.execute_script(
+        "const w = window.app.graph.getNodeById(arguments[0]).widgets.find(w => w.name === arguments[1]);"
+        "w.value = arguments[2]; w.callback?.(w.value);", node_id, name, value)
+
+
+def test_a_no_download_workflow_flags_nothing_and_runs(served, browser):
+    """dlib backends with unplaced files in the unused dropdowns: nothing is flagged, the run succeeds,
+    and choosing a backend that reads a dropdown puts its value back."""
+    frontend, server = served
+
+    def dlib(workflow: dict) -> None:
+        for node in workflow["nodes"]:
+            if node["type"] == "FaithfulFacesLoadFaceDetector":
+                node["widgets_values"][:2] = ["dlib-hog", UNLISTED["insightface_pack"]]
+            if node["type"] == "FaithfulFacesLoadPoseEstimator":
+                node["widgets_values"][:2] = ["dlib-landmarks", UNLISTED["weights"]]
+
+    open_workflow(browser, server, "faithfulfaces_pose_inspection", edit=dlib)
+    time.sleep(2.0)  # the frontend's missing-model scan runs after loading
+    assert combos_off_their_list(browser) == []
+    assert "is missing" not in browser.find_element("tag name", "body").text
+    saved = browser.execute_script("return window.app.graph.serialize().nodes"
+                                   ".map(n => [n.id, n.properties?.faithfulfaces_parked]);")
+    assert dict(map(tuple, saved))[2] == {"insightface_pack": UNLISTED["insightface_pack"]}
+    assert dict(map(tuple, saved))[3] == {"weights": UNLISTED["weights"]}
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"frontend_{frontend}_{renderer(browser)}_no_download.png"))
+
+    entry = server.wait(queue_from_browser(browser, server), timeout=180)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+    choose(browser, 3, "backend", "6drepnet")
+    assert browser.execute_script("return window.app.graph.getNodeById(3).widgets"
+                                  ".find(w => w.name === 'weights').value;") == UNLISTED["weights"]
+    assert combos_off_their_list(browser) == [["FaithfulFacesLoadPoseEstimator", "weights", UNLISTED["weights"]]]
     assert console_errors(browser, frontend) == []

@@ -3,6 +3,11 @@
 //   the node's output (computed in Python from the pack's one rotation source); this file only
 //   draws them.
 // - Loader nodes: when a model list is empty, says which file to place and where.
+// - Backend-dependent file dropdowns (``faithfulfaces_used_by`` in /object_info): while the
+//   chosen backend does not read one, a value that is not in its list is parked in the node's
+//   properties (saved with the workflow) and shown as the list's first entry, so the frontend
+//   does not flag a missing file that nothing will open; choosing a backend that reads it
+//   puts the value back.
 // Both live in a DOM widget, which the classic LiteGraph canvas and Nodes 2.0 (Vue) both render;
 // Nodes 2.0 does not call onDrawForeground.
 import { app } from "../../scripts/app.js";
@@ -36,9 +41,41 @@ function drawGizmo(canvas, axes) {
   });
 }
 
+// {widget name: {input, values}} of the node's backend-dependent dropdowns.
+function usedBy(nodeData) {
+  const inputs = { ...nodeData?.input?.required, ...nodeData?.input?.optional };
+  return Object.fromEntries(Object.entries(inputs)
+    .filter(([, spec]) => spec?.[1]?.faithfulfaces_used_by)
+    .map(([name, spec]) => [name, spec[1].faithfulfaces_used_by]));
+}
+
+function isUnused(node, widget) {
+  const rule = node.ffUsedBy?.[widget.name];
+  if (!rule) return false;
+  const chooser = node.widgets?.find((w) => w.name === rule.input);
+  return !!chooser && !rule.values.includes(chooser.value);
+}
+
+export function parkUnusedFiles(node) {
+  const parked = (node.properties ??= {}).faithfulfaces_parked ??= {};
+  for (const w of node.widgets || []) {
+    if (!node.ffUsedBy?.[w.name]) continue;
+    const listed = w.options?.values || [];
+    if (isUnused(node, w)) {
+      if (!listed.includes(w.value) && listed.length) {
+        if (!(w.name in parked) && !String(w.value).startsWith(MISSING_PREFIX)) parked[w.name] = w.value;
+        w.value = listed[0];
+      }
+    } else if (w.name in parked) {
+      w.value = parked[w.name];
+      delete parked[w.name];
+    }
+  }
+}
+
 function missingModelNotes(node) {
   return (node.widgets || [])
-    .filter((w) => typeof w.value === "string" && w.value.startsWith(MISSING_PREFIX))
+    .filter((w) => typeof w.value === "string" && w.value.startsWith(MISSING_PREFIX) && !isUnused(node, w))
     .map((w) => `${w.name}: ${w.value.slice(MISSING_PREFIX.length)}`);
 }
 
@@ -72,6 +109,7 @@ function makeReadout(node, withGizmo) {
 }
 
 function refresh(node) {
+  parkUnusedFiles(node);
   const view = node.ffReadout;
   if (!view) return;
   view.root.dataset.ffReadout = String(node.id);
@@ -93,12 +131,15 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.category?.startsWith("FaithfulFaces")) return;
     const isPose = nodeData.name === POSE_NODE;
+    const rules = usedBy(nodeData);
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
-      if (isPose || hasMissingChoice(this)) {
-        this.ffReadout = makeReadout(this, isPose);
+      this.ffUsedBy = rules;
+      const readout = isPose || hasMissingChoice(this);
+      if (readout) this.ffReadout = makeReadout(this, isPose);
+      if (readout || Object.keys(rules).length) {
         for (const w of this.widgets || []) {
           if (w.name === WIDGET) continue;
           const callback = w.callback;
