@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -154,3 +155,18 @@ def test_pack_loads_without_optional_packages(tmp_path):
             assert "is not installed" in text, text
     finally:
         server.stop()
+
+
+def test_comfyui_reads_the_supported_versions_from_pyproject(comfy_dir):
+    """``[tool.comfy] requires-comfyui`` is the key ComfyUI's own registry parser reads."""
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(comfy_dir)!r})\n"
+        "from comfy_config.config_parser import extract_node_configuration\n"
+        f"config = extract_node_configuration({str(PACK_ROOT)!r})\n"
+        "print(json.dumps({'comfyui': config.project.supported_comfyui_version,"
+        " 'web': config.tool_comfy.web, 'publisher': config.tool_comfy.publisher_id}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "comfyui": ">=0.3.75", "web": "web", "publisher": "faithfulfaces"}
