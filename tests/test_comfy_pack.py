@@ -170,3 +170,30 @@ def test_comfyui_reads_the_supported_versions_from_pyproject(comfy_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "comfyui": ">=0.3.75", "web": "web", "publisher": "faithfulfaces"}
+
+
+PATCHER_METHODS = ("clone", "get_model_object", "add_wrapper_with_key", "set_model_patch_replace", "add_patches")
+
+
+def test_the_dynamic_vram_patcher_keeps_the_methods_the_native_patch_uses(comfy_dir):
+    """On NVIDIA, 2026 ComfyUI wraps models in ``ModelPatcherDynamic`` (DynamicVRAM) by default.
+
+    It cannot be built here: its constructor allocates comfy_aimdo host buffers, whose native
+    library needs the NVIDIA driver, and on a CPU load device it hands back a plain
+    ``ModelPatcher``. What the native patch relies on is checked instead: the class inherits
+    every patcher method the patch calls unchanged (the patch calls the blocks' modules, so the
+    weights DynamicVRAM casts per call, LoRA included, are the ones it sees).
+    """
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(comfy_dir)!r}); sys.argv = [sys.argv[0], '--cpu']\n"
+        "import comfy.options; comfy.options.enable_args_parsing()\n"
+        "import comfy.model_patcher as mp\n"
+        "dynamic = getattr(mp, 'ModelPatcherDynamic', None)\n"
+        f"print(json.dumps(None if dynamic is None else [m for m in {PATCHER_METHODS!r} if m in vars(dynamic)]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    overridden = json.loads(result.stdout.strip().splitlines()[-1])
+    if overridden is None:
+        pytest.skip("this ComfyUI has no ModelPatcherDynamic (added in 2026 releases)")
+    assert overridden == []
