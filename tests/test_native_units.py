@@ -14,6 +14,7 @@ from faithfulfaces_core.native.pose_patch import (
     PoseBlockPatch,
     PoseCall,
     PoseGroup,
+    PoseSelfAttention,
     PoseTokenWrapper,
     SigmaWindow,
     active_rows,
@@ -122,6 +123,22 @@ def test_block_whose_attention_never_reaches_the_override_is_an_error():
     with pytest.raises(FaithfulFacesError, match="Wan block 0 ran without calling ComfyUI's attention override, so "
                                                  "the pose tokens could not act: update ComfyUI"):
         PoseBlockPatch("k", 0)(args, {"original_block": lambda a: {"img": a["img"]}})
+
+
+def test_attention_arguments_that_are_not_tensors_are_an_error():
+    """2026 ComfyUI hands some models' attention wrapped tensors; the patch must say so, not crash on ``.ndim``."""
+
+    class Wrapped:  # stands for comfy's AttentionTensorContainer
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    attn = torch.nn.Module()
+    attn.num_heads = 2
+    call = PoseCall(torch.nn.Module(), torch.zeros(1, 2, 8), torch.tensor([0]), None, 1.0)
+    override = PoseSelfAttention(call, attn, None)
+    q = Wrapped(torch.zeros(1, 4, 8))
+    with pytest.raises(RuntimeError, match="reached the pose patch with Wrapped arguments, not tensors"):
+        override(lambda *a, **k: None, q, q, q, heads=2)
 
 
 def reference_attention(q, k, v, extra, bias_per_row):

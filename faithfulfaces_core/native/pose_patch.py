@@ -260,6 +260,12 @@ class PoseSelfAttention:
         if self.used:
             return self._plain(func, *args, **kwargs)
         q, k, v = args[:3]
+        if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+            raise RuntimeError(  # e.g. the AttentionTensorContainer calls 2026 ComfyUI makes for some models
+                f"Wan's self-attention reached the pose patch with {type(q).__name__} arguments, not "
+                "tensors: this ComfyUI's Wan model differs from the one FaithfulFaces' native patch was "
+                "written for."
+            )
         heads = args[3] if len(args) > 3 else kwargs.get("heads")
         rest = {key: value for key, value in kwargs.items() if key != "heads"}
         if (q.ndim != 3 or k.ndim != 3 or k.shape[0] != q.shape[0] or k.shape[1] < q.shape[1]
