@@ -235,3 +235,10 @@ def test_several_token_sets_keep_the_first_and_say_so(tokens):
     assert torch.equal(first, tokens)
     assert notes == ["The pose token holds 3 token sets (one per face); this video used the first. "
                      "Set Global Pose Token's several_faces to 'pool' to use every face."]
+
+
+def test_a_cached_pipeline_is_plain_again_after_lora_and_tokens(tiny, pipe, face, tokens):
+    """ComfyUI keeps one pipeline for every run: earlier runs with the LoRA and tokens leave no trace."""
+    generate(pipe, reference_image=face, lora_scale=1.0, pose_tokens=tokens, **KW)
+    generate(pipe, reference_image=face, lora_scale=0.7, pose_tokens=tokens, pose_strength=0.5, **KW)
+    assert np.array_equal(generate(pipe, reference_image=face, lora_scale=0.0, **KW).frames, plain_diffusers(tiny, face))
