@@ -24,6 +24,7 @@ from faithfulfaces_core.aligner import (
     euler_harmonics,
     info_nce,
     load_aligner,
+    multi_view_info_nce,
     save_aligner,
 )
 from faithfulfaces_core.aligner.model import ALIGN_CHUNK
@@ -186,6 +187,76 @@ def test_info_nce_clamps_the_temperature_like_clip_and_rejects_bad_shapes():
     assert high.grad.item() == 0.0  # beyond the clamp: no gradient, as in CLIP
     with pytest.raises(FaithfulFacesError, match=r"two views of the same shape \[B, d\].*\(8, 4\) and \(7, 4\)"):
         info_nce(a, b[:7], high)
+
+
+def _fresh_generator() -> torch.Generator:
+    """A generator seeded from the OS: each run tests the equality on inputs never seen before."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence().entropy) % 2**63)
+
+
+def _loss_and_grads(loss_fn, views, logit_scale):
+    leaves = [v.clone().requires_grad_(True) for v in views] + [logit_scale.clone().requires_grad_(True)]
+    loss = loss_fn(leaves[:-1], leaves[-1])
+    loss.backward()
+    return loss.detach(), [leaf.grad for leaf in leaves]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_views_of_multi_view_info_nce_are_info_nce_bit_for_bit(dtype):
+    g = _fresh_generator()
+    b, d = int(torch.randint(1, 40, (1,), generator=g)), int(torch.randint(2, 64, (1,), generator=g))
+    views = [torch.randn(b, d, generator=g).to(dtype) for _ in range(2)]
+    scale = torch.rand((), generator=g) * 5.0
+    two, two_grads = _loss_and_grads(lambda v, s: info_nce(v[0], v[1], s), views, scale)
+    many, many_grads = _loss_and_grads(lambda v, s: multi_view_info_nce(v, s), views, scale)
+    assert torch.equal(two, many), (b, d)
+    for a, m in zip(two_grads, many_grads, strict=True):
+        assert torch.equal(a, m), (b, d)
+
+
+def _multi_view_reference(views: list[np.ndarray], logit_scale: float) -> float:
+    """Plain loops in float64: every ordered pair of distinct views (u, v), every identity i, the
+    cross-entropy of i's view-u face against the view-v faces of all identities."""
+    unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in views]
+    s = math.exp(min(max(logit_scale, 0.0), math.log(100.0)))
+    n_views, n = len(unit), unit[0].shape[0]
+    total, terms = 0.0, 0
+    for u in range(n_views):
+        for v in range(n_views):
+            if u == v:
+                continue
+            for i in range(n):
+                logits = [s * float(unit[u][i] @ unit[v][j]) for j in range(n)]
+                top = max(logits)
+                total += -(logits[i] - (top + math.log(sum(math.exp(x - top) for x in logits))))
+                terms += 1
+    return total / terms
+
+
+@pytest.mark.parametrize(("n_views", "logit_scale"), [(3, CLIP_INIT_LOGIT_SCALE), (4, 0.3), (5, 9.0)])
+def test_multi_view_info_nce_matches_a_loop_reference(n_views, logit_scale):
+    g = _fresh_generator()
+    views = [torch.randn(9, 12, generator=g) for _ in range(n_views)]
+    loss = multi_view_info_nce(views, torch.tensor(logit_scale))
+    assert loss.dtype == torch.float32 and loss.ndim == 0
+    reference = _multi_view_reference([v.double().numpy() for v in views], logit_scale)
+    assert loss.item() == pytest.approx(reference, rel=1e-5)
+    # the order of the views does not matter
+    assert multi_view_info_nce(views[::-1], torch.tensor(logit_scale)).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_multi_view_info_nce_rewards_agreeing_views_and_rejects_bad_shapes():
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(16, 8, generator=g)
+    views = [base + 0.2 * torch.randn(16, 8, generator=g) for _ in range(3)]
+    s = torch.tensor(CLIP_INIT_LOGIT_SCALE)
+    aligned = multi_view_info_nce(views, s).item()
+    mixed = multi_view_info_nce([views[0], views[1].roll(1, dims=0), views[2].roll(2, dims=0)], s).item()
+    assert aligned < 0.5 < math.log(16) < mixed
+    with pytest.raises(FaithfulFacesError, match=r"at least 2 views of the same shape \[B, d\].*\[\(16, 8\)\]"):
+        multi_view_info_nce(views[:1], s)
+    with pytest.raises(FaithfulFacesError, match=r"\[\(16, 8\), \(16, 8\), \(15, 8\)\]"):
+        multi_view_info_nce([views[0], views[1], views[2][:15]], s)
 
 
 def test_info_nce_gradient_reaches_every_trainable_tensor():

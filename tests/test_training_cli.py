@@ -51,7 +51,8 @@ def test_help_lists_every_option_without_importing_torch():
     assert result.returncode == 0, result.stderr
     assert "--resume [CHECKPOINT]" in result.stdout and "--set SECTION.KEY=VALUE" in result.stdout
     assert "data.aligner_batch_size = 1024" in result.stdout
-    assert "identity pairs per micro-batch per process for InfoNCE" in result.stdout
+    assert "identities per micro-batch per process for InfoNCE" in result.stdout
+    assert "data.views_per_identity = 2" in result.stdout
     code = (f"import runpy, sys\nsys.argv = ['train_lora.py', '--help']\ntry:\n"
             f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules)")

@@ -148,8 +148,7 @@ def _batch(seed: int) -> dict:
     sigmas, noise = flow_inputs((2, 16, 3, 4, 4), seed, 5.0)
     return {
         "reference_faces": torch.rand(2, 3, 32, 32, generator=gen), "reference_euler": torch.randn(2, 3, generator=gen) * 30,
-        "faces_a": torch.rand(3, 3, 32, 32, generator=gen), "faces_b": torch.rand(3, 3, 32, 32, generator=gen),
-        "euler_a": torch.randn(3, 3, generator=gen) * 30, "euler_b": torch.randn(3, 3, generator=gen) * 30,
+        "view_faces": torch.rand(2, 3, 3, 32, 32, generator=gen), "view_euler": torch.randn(2, 3, 3, generator=gen) * 30,
         "x0": torch.randn(2, 16, 3, 4, 4, generator=gen), "noise": noise, "sigmas": sigmas,
         "prompt_embeds": torch.randn(2, 8, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen), "context": torch.randn(2, 96, 3, 4, 4, generator=gen),
         "reference_frames": 1,

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from faithfulfaces_core.dataset.manifest import ManifestError
+from faithfulfaces_core.dataset.variation import pose_ranges
 from faithfulfaces_core.errors import FaithfulFacesError
 from faithfulfaces_core.training.config import (
     RESUME_MAY_CHANGE,
@@ -22,8 +23,10 @@ from faithfulfaces_core.training.config import (
 )
 from faithfulfaces_core.training.data import (
     BatchPlan,
+    Identity,
     MicroSteps,
     StepBatches,
+    draw_views,
     index_dataset,
     pose_distance,
     spread,
@@ -140,11 +143,12 @@ def test_plan_draws_are_seeded_distinct_and_at_different_poses(dataset):
     cfg = data_cfg(dataset, min_pose_difference=40.0, aligner_batch_size=6)
     index = index_dataset(cfg)
     plan = BatchPlan(index, seed=3, batch_size=2, aligner_batch_size=6)
-    pairs = plan.pairs(5)
-    assert pairs == BatchPlan(index, seed=3, batch_size=2, aligner_batch_size=6).pairs(5)
-    assert pairs != plan.pairs(6) and pairs != BatchPlan(index, seed=4, batch_size=2, aligner_batch_size=6).pairs(5)
-    assert len({item for item, _, _ in pairs}) == 6  # no identity twice: no false negatives
-    for item, a, b in pairs:
+    pairs = plan.identity_views(5)
+    assert pairs == BatchPlan(index, seed=3, batch_size=2, aligner_batch_size=6).identity_views(5)
+    assert pairs != plan.identity_views(6)
+    assert pairs != BatchPlan(index, seed=4, batch_size=2, aligner_batch_size=6).identity_views(5)
+    assert len({item for item, _ in pairs}) == 6  # no identity twice: no false negatives
+    for item, (a, b) in pairs:
         angles = index.items[item].angles
         assert pose_distance(angles[a : a + 1], angles[b : b + 1])[0, 0] >= 40.0
     # every epoch visits each video once; references come from the candidates
@@ -152,6 +156,79 @@ def test_plan_draws_are_seeded_distinct_and_at_different_poses(dataset):
     assert sorted(i for i, _ in seen) == list(range(6))
     assert all(c in index.items[i].candidates for i, c in seen)
     assert plan.noise_seed(4) == plan.noise_seed(4) != plan.noise_seed(5)
+
+
+def _paper_pairs(index, seed: int, g: int, size: int) -> list[tuple[int, tuple[int, int]]]:
+    """The paper's pair draw written out: distinct identities; a crop with a partner, then one of
+    its partners, from the same seeded stream (tag 29) the plan uses."""
+    rng = np.random.default_rng([seed, 29, g])
+    out = []
+    for k in rng.choice(len(index.identities), size=size, replace=False):
+        identity = index.identities[int(k)]
+        angles = index.items[identity.item].angles
+        far = pose_distance(angles, angles) >= 40.0
+        anchors = np.flatnonzero(far.any(1))
+        a = int(anchors[int(rng.integers(len(anchors)))])
+        partners = np.flatnonzero(far[a])
+        out.append((identity.item, (a, int(partners[rng.integers(len(partners))]))))
+    return out
+
+
+def test_two_views_are_the_paper_pairs(dataset):
+    index = index_dataset(data_cfg(dataset, min_pose_difference=40.0, aligner_batch_size=5))
+    plan = BatchPlan(index, seed=11, batch_size=1, aligner_batch_size=5)
+    assert plan.views_per_identity == 2
+    for g in range(20):
+        assert plan.identity_views(g) == _paper_pairs(index, 11, g, 5), g
+
+
+def test_three_views_are_pairwise_far_and_short_videos_are_reported(dataset):
+    records = lines(dataset)
+    # two pose clusters: any three crops hold two of one cluster, so this video has at most 2 views
+    records[2]["angles"] = [[0.0, -40.0, 0.0], [0.0, -41.0, 0.0], [0.0, 40.0, 0.0], [0.0, 41.0, 0.0],
+                            [0.0, 40.5, 0.0]]
+    ranges = pose_ranges(np.array(records[2]["angles"]))
+    records[2]["ranges"], records[2]["delta"] = [float(r) for r in ranges], float(ranges.sum())
+    write_lines(dataset, records)
+    cfg = data_cfg(dataset, views_per_identity=3, min_pose_difference=20.0, aligner_batch_size=5)
+    index = index_dataset(cfg)
+    report = index.report
+    assert report.identities == 5 and report.videos == 6 and report.views_per_identity == 3
+    assert report.too_few_views == [f"{records[2]['key']} (at most 2 of 3 views)"]
+    assert report.summary().endswith("1 videos with fewer than 3 crops at pairwise different poses (flow matching only)")
+    assert report.details() == [f"too few views for InfoNCE: {records[2]['key']} (at most 2 of 3 views)"]
+    assert report.to_dict()["too_few_views"] == report.too_few_views and report.to_dict()["views_per_identity"] == 3
+    plan = BatchPlan(index, seed=2, batch_size=2, aligner_batch_size=5, views_per_identity=3)
+    for g in range(10):
+        drawn = plan.identity_views(g)
+        assert len({item for item, _ in drawn}) == 5 and all(len(set(crops)) == 3 for _, crops in drawn)
+        for item, crops in drawn:
+            angles = index.items[item].angles[list(crops)]
+            far = pose_distance(angles, angles) >= 20.0
+            assert far[~np.eye(3, dtype=bool)].all(), (item, crops)
+    batch = StepBatches(index, plan, cfg, face_size=16)[4]
+    assert batch["view_faces"].shape == (3, 5, 3, 16, 16) and batch["view_euler"].shape == (3, 5, 3)
+    for v, crops in enumerate(zip(*(c for _, c in plan.identity_views(4)), strict=True)):
+        expected = [index.items[i].angles[c] for (i, _), c in zip(plan.identity_views(4), crops, strict=True)]
+        assert torch.equal(batch["view_euler"][v], torch.from_numpy(np.stack(expected)))
+    # the batch asks for more identities than have 3 views: the error offers fewer views
+    with pytest.raises(FaithfulFacesError, match=r"aligner_batch_size=6 .* only 5 identities.*at most 5, lower "
+                                                 r"data.views_per_identity \(now 3\)"):
+        index_dataset(data_cfg(dataset, views_per_identity=3, min_pose_difference=20.0, aligner_batch_size=6))
+
+
+def test_draw_views_never_picks_a_crop_that_cannot_complete_the_set():
+    """Crops 0, 1, 2 are pairwise far; crop 3 is far from 0 only, so it has a partner but no third view."""
+    far = np.zeros((4, 4), dtype=bool)
+    for i, j in ((0, 1), (0, 2), (1, 2), (0, 3)):
+        far[i, j] = far[j, i] = True
+    identity = Identity(item=0, anchors=np.arange(4), far=far)
+    rng = np.random.default_rng(5)
+    draws = [draw_views(identity, 3, rng) for _ in range(600)]
+    assert {tuple(sorted(d)) for d in draws} == {(0, 1, 2)}
+    firsts = np.bincount([d[0] for d in draws], minlength=4)
+    assert firsts[3] == 0 and all(150 < n < 250 for n in firsts[:3]), firsts  # uniform over the crops that fit
+    assert {draw_views(identity, 2, rng) for _ in range(200)} >= {(3, 0), (0, 3)}  # two views: crop 3 pairs
 
 
 def test_processes_read_disjoint_videos(dataset):
@@ -171,11 +248,11 @@ def test_step_batch_contents(dataset):
     assert batch["micro"] == 7 and batch["g"] == 7 and len(batch["prompts"]) == 2
     assert batch["clips"].shape == (2, 3, 5, 32, 32) and -1.0 <= batch["clips"].min() < batch["clips"].max() <= 1.0
     assert batch["reference_faces"].shape == (2, 3, 16, 16) and batch["reference_euler"].shape == (2, 3)
-    assert batch["faces_a"].shape == batch["faces_b"].shape == (3, 3, 16, 16)
-    assert not torch.equal(batch["faces_a"], batch["faces_b"])
+    assert batch["view_faces"].shape == (2, 3, 3, 16, 16) and batch["view_euler"].shape == (2, 3, 3)
+    assert not torch.equal(batch["view_faces"][0], batch["view_faces"][1])
     assert batch["reference_images"][0].shape == (32, 32, 3)
     again = batches[7]
-    assert all(torch.equal(batch[k], again[k]) for k in ("clips", "faces_a", "euler_b"))
+    assert all(torch.equal(batch[k], again[k]) for k in ("clips", "view_faces", "view_euler"))
     assert list(MicroSteps(4, 7)) == [4, 5, 6] and list(MicroSteps(4, 7, repeat_first=True)) == [0, 0, 0]
 
 
@@ -206,6 +283,10 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path):
     with pytest.raises(FaithfulFacesError, match=r"num_frames=80 is not of the form 4k\+1.*use 77 or 81.*"
                                                  r"height=100 is not a multiple of 16: use 96 or 112"):
         load_config(None, ["data.num_frames=80", "data.height=100"])
+    with pytest.raises(FaithfulFacesError, match=r"data.views_per_identity: Input should be greater than or equal to 2"):
+        load_config(None, ["data.views_per_identity=1"])
+    with pytest.raises(FaithfulFacesError, match=r"data.views_per_identity: Input should be less than or equal to 8"):
+        load_config(None, ["data.views_per_identity=9"])
     with pytest.raises(FaithfulFacesError, match=r"--set expects SECTION.KEY=VALUE"):
         load_config(None, ["batch_size"])
     with pytest.raises(FaithfulFacesError, match="does not exist"):
@@ -228,6 +309,7 @@ def test_every_option_has_a_default_and_a_help_line():
             assert f"  {section}.{name} = " in text
     assert "data.aligner_batch_size = 1024" in text and "objective.flow_shift = 5.0" in text
     assert "lora.rank = 128" in text and "objective.infonce_weight = 1.0" in text
+    assert "data.views_per_identity = 2" in text and "the aligner batch grows views/2 times" in text
 
 
 def test_resume_differences_ignore_only_the_harmless_options():

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from faithfulfaces_core.errors import FaithfulFacesError
+from faithfulfaces_core.tiny.aligner import tiny_aligner_config
 from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.training import checkpointing
 from faithfulfaces_core.training.config import load_config
@@ -101,6 +102,40 @@ def test_three_steps_write_outputs_the_nodes_load_and_generate_with(tiny, datase
         assert video.frames.shape == (5, 32, 32, 3) and np.isfinite(video.frames).all()
     lora_b = {n: p for n, p in pipe.transformer.named_parameters() if "lora_B" in n}
     assert any(float(p.detach().abs().max()) > 0 for p in lora_b.values())
+
+
+def test_three_views_per_identity_train_and_are_recorded(tiny, dataset, tmp_path, monkeypatch):
+    """data.views_per_identity=3: every aligner batch of the run holds 3 views of each of its 3
+    identities, the loss sees all three, and config.json and the outputs record the option."""
+    from faithfulfaces_core.aligner.model import PoseSharedAligner
+    from faithfulfaces_core.training.data import StepBatches
+
+    seen_batches, seen_losses = [], []
+    get_item, loss = StepBatches.__getitem__, PoseSharedAligner.contrastive_loss
+
+    def recording_get_item(self, micro):
+        batch = get_item(self, micro)
+        seen_batches.append((tuple(batch["view_faces"].shape), tuple(batch["view_euler"].shape)))
+        return batch
+
+    def recording_loss(self, *views):
+        seen_losses.append([tuple(v.shape) for v in views])
+        return loss(self, *views)
+
+    monkeypatch.setattr(StepBatches, "__getitem__", recording_get_item)
+    monkeypatch.setattr(PoseSharedAligner, "contrastive_loss", recording_loss)
+    out = tmp_path / "views3"
+    result = train(config(tiny, dataset, out, run__max_steps=2, data__views_per_identity=3), progress=False)
+    assert result.steps == 2 and result.report.views_per_identity == 3 and result.report.too_few_views == []
+    assert seen_batches == [((3, 3, 3, 32, 32), (3, 3, 3))] * 2  # [V, A, ...]: 3 views of 3 identities
+    aligner_dim = tiny_aligner_config().dim
+    assert seen_losses == [[(3, aligner_dim)] * 3] * 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["infonce"]) and r["infonce"] > 0 for r in rows)
+    assert load_config(out / "config.json").data.views_per_identity == 3
+    assert json.loads((out / "data_report.json").read_text())["views_per_identity"] == 3
+    trained = json.loads(metadata(result.outputs.aligner)[TRAINING_CONFIG_KEY])
+    assert trained["data"]["views_per_identity"] == 3
 
 
 def test_overfitting_one_batch_drives_both_losses_down(tiny, dataset, tmp_path):

@@ -12,7 +12,7 @@ from .config import (
 )
 from .dictionary import PoseSharedDictionary
 from .euler import EulerEmbedding, euler_harmonics
-from .loss import info_nce
+from .loss import info_nce, multi_view_info_nce
 from .model import AlignerOutput, PoseSharedAligner
 from .projection import PoseTokenProjection
 from .tokenizer import (
@@ -42,5 +42,6 @@ __all__ = [
     "euler_harmonics",
     "info_nce",
     "load_aligner",
+    "multi_view_info_nce",
     "save_aligner",
 ]

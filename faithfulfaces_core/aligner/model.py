@@ -17,7 +17,7 @@ from .config import AlignerConfig
 from .dictionary import PoseSharedDictionary
 from .euler import EulerEmbedding
 from .inputs import check_shapes, check_values, preprocess
-from .loss import info_nce
+from .loss import multi_view_info_nce
 from .projection import PoseTokenProjection
 from .tokenizer import build_tokenizer
 
@@ -77,9 +77,10 @@ class PoseSharedAligner(nn.Module):
         g, weights = self.dictionary(self.embed(face_crops, euler))
         return AlignerOutput(g=g, tokens=self.projection(g), weights=weights)
 
-    def contrastive_loss(self, g_a: torch.Tensor, g_b: torch.Tensor) -> torch.Tensor:
-        """InfoNCE of two views ``[B, d]`` with this aligner's learnable temperature."""
-        return info_nce(g_a, g_b, self.logit_scale, self.config.logit_scale_max)
+    def contrastive_loss(self, *views: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of V ≥ 2 views ``[B, d]`` each with this aligner's learnable temperature
+        (``multi_view_info_nce``; two views give ``info_nce`` bit for bit)."""
+        return multi_view_info_nce(views, self.logit_scale, self.config.logit_scale_max)
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Trade compute for memory in training: recompute tokenizer activations in backward."""

@@ -76,11 +76,16 @@ class DataSection(_Section):
     frame_stride: int = Field(1, ge=1, description="take every n-th frame of the video for the clip")
     batch_size: int = Field(1, ge=1, description="videos per micro-batch per process (flow matching)")
     aligner_batch_size: int = Field(
-        1024, ge=2, description="identity pairs per micro-batch per process for InfoNCE (the paper: 1024); the other "
-        "pairs of the batch are the negatives")
+        1024, ge=2, description="identities per micro-batch per process for InfoNCE (the paper: 1024 pairs); the other "
+        "identities of the batch are the negatives")
+    views_per_identity: int = Field(
+        2, ge=2, le=8, description="crops of each identity in the aligner batch, at pairwise different poses (the "
+        "paper: 2). More views give each identity more positives per step (every ordered pair of its views), which "
+        "helps when videos hold many poses and identities are few; the aligner batch grows views/2 times. Videos "
+        "with fewer such crops are left out of InfoNCE (reported)")
     min_pose_difference: float = Field(
-        15.0, ge=0.0, le=540.0, description="two crops form a positive pair only if sum |Δpitch|+|Δyaw|+|Δroll| (circular, "
-        "degrees) is at least this")
+        15.0, ge=0.0, le=540.0, description="two crops are positives only if sum |Δpitch|+|Δyaw|+|Δroll| (circular, "
+        "degrees) is at least this (with more than 2 views: every two of them)")
     reference_candidates: int = Field(
         8, ge=1, description="face crops per video (evenly spread) that may serve as the VACE reference / pose-token "
         "face; one is drawn per step")

@@ -2,19 +2,21 @@
 
 **Index.** The manifest (``dataset.manifest``) is read once. A video is usable for flow matching
 when its file exists and it has enough decoded frames for a clip; it is an *identity* for the
-aligner when two of its crops differ in pose by at least ``min_pose_difference`` (circular
-Σ|Δangle|, degrees). Bad manifest lines, missing videos, too-short videos and videos without
-such a pair are skipped, counted and reported (``DataReport``).
+aligner when ``views_per_identity`` of its crops (2 by default, the paper's pair) differ in pose
+pairwise by at least ``min_pose_difference`` (circular Σ|Δangle|, degrees). Bad manifest lines,
+missing videos, too-short videos, videos without such a pair and (with more than 2 views)
+videos with fewer such crops than asked are skipped, counted and reported (``DataReport``): a
+video is never given fewer views than the others.
 
 **Plan.** Every draw is a pure function of ``(seed, g)`` where ``g = micro_step · world + rank`` is
 the global micro-batch number: the video order is a fresh permutation per epoch, the reference
 crop of each drawn video, the aligner's identities (distinct, so no false negatives) and their
-two crops, the noise and timesteps. The data position to resume from is therefore just the
+crops, the noise and timesteps. The data position to resume from is therefore just the
 micro-step count, and any number of loader workers gives the same batches.
 
 **Batches.** ``StepBatches[micro]`` loads one micro-batch for this process: the clips (decoded,
 resized and centre-cropped by diffusers' ``VideoProcessor``) or their cached latents, the
-prompts or their cached embeddings, the reference faces, and the aligner's crop pairs.
+prompts or their cached embeddings, the reference faces, and the aligner's views.
 """
 
 from __future__ import annotations
@@ -71,11 +73,66 @@ class VideoItem:
 
 @dataclass(frozen=True)
 class Identity:
-    """A video whose crops contain at least one pair at different poses."""
+    """A video whose crops contain ``views_per_identity`` crops at pairwise different poses."""
 
     item: int  # index into DatasetIndex.items
-    anchors: np.ndarray  # crop indices that have a partner
-    partners: tuple[np.ndarray, ...]  # per anchor: crop indices far enough in pose
+    anchors: np.ndarray  # crop indices that have a partner (the first view is drawn from these)
+    far: np.ndarray  # [N, N] bool: crops i and j differ in pose by at least min_pose_difference
+
+
+def _has_views(far: np.ndarray, mask: np.ndarray, need: int) -> bool:
+    """Whether ``need`` crops among ``mask`` ``[N]`` bool are pairwise far apart (``far`` ``[N, N]``).
+
+    A depth-first clique search in increasing crop order (each set is tried once); ``need`` is at
+    most ``views_per_identity`` ≤ 8, and a pose-spread video answers on its first branch.
+    """
+    if need <= 0:
+        return True
+    idx = np.flatnonzero(mask)
+    if need == 1 or idx.size < need:
+        return idx.size >= need
+    for position, c in enumerate(idx):
+        if idx.size - position < need:
+            break
+        later = mask & far[c]
+        later[: c + 1] = False
+        if _has_views(far, later, need - 1):
+            return True
+    return False
+
+
+def _identity(item: int, angles: np.ndarray, min_pose_difference: float, views: int) -> tuple[Identity | None, int]:
+    """The record's ``Identity``, or ``None`` and the most pairwise-far crops it has (0 when not even 2)."""
+    far = pose_distance(angles, angles) >= max(min_pose_difference, 1e-6)
+    anchors = np.flatnonzero(far.any(1))
+    if not anchors.size:
+        return None, 0
+    everything = np.ones(len(far), dtype=bool)
+    if views > 2 and not _has_views(far, everything, views):
+        return None, next(k for k in range(views - 1, 1, -1) if _has_views(far, everything, k))
+    return Identity(item, anchors, far), views
+
+
+def draw_views(identity: Identity, views: int, rng: np.random.Generator) -> tuple[int, ...]:
+    """``views`` crop indices of ``identity``, pairwise far apart in pose, drawn with ``rng``.
+
+    View k is uniform among the crops far from views 0..k−1 that still leave room for the
+    remaining views (a drawn crop that does not is struck off and the draw repeated). With two
+    views this is the paper's pair: a crop that has a partner, then one of its partners.
+    """
+    chosen: list[int] = []
+    mask = None
+    for k in range(views):
+        candidates = identity.anchors if mask is None else np.flatnonzero(mask)
+        while True:
+            c = int(candidates[int(rng.integers(len(candidates)))])
+            row = identity.far[c] if mask is None else mask & identity.far[c]
+            if _has_views(identity.far, row, views - k - 1):
+                break
+            candidates = candidates[candidates != c]
+        chosen.append(c)
+        mask = row
+    return tuple(chosen)
 
 
 @dataclass
@@ -88,15 +145,18 @@ class DataReport:
     missing_videos: list[str] = field(default_factory=list)
     too_short: list[str] = field(default_factory=list)
     no_pose_pair: list[str] = field(default_factory=list)
+    too_few_views: list[str] = field(default_factory=list)
     videos: int = 0
     identities: int = 0
+    views_per_identity: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "manifest": self.manifest, "lines": self.lines, "records": self.lines - len(self.bad_lines),
             "bad_lines": [{"line": n, "problem": m} for n, m in self.bad_lines],
             "missing_videos": self.missing_videos, "too_short": self.too_short,
-            "no_pose_pair": self.no_pose_pair, "videos": self.videos, "identities": self.identities,
+            "no_pose_pair": self.no_pose_pair, "too_few_views": self.too_few_views, "videos": self.videos,
+            "identities": self.identities, "views_per_identity": self.views_per_identity,
         }
 
     def summary(self) -> str:
@@ -104,7 +164,9 @@ class DataReport:
         skipped = [(len(self.bad_lines), "bad manifest lines skipped"),
                    (len(self.missing_videos), "videos missing on disk (aligner only)"),
                    (len(self.too_short), "videos too short for a clip (aligner only)"),
-                   (len(self.no_pose_pair), "videos without two crops at different poses (flow matching only)")]
+                   (len(self.no_pose_pair), "videos without two crops at different poses (flow matching only)"),
+                   (len(self.too_few_views), f"videos with fewer than {self.views_per_identity} crops at pairwise "
+                                             "different poses (flow matching only)")]
         parts += [f"{n} {what}" for n, what in skipped if n]
         return "; ".join(parts)
 
@@ -114,6 +176,7 @@ class DataReport:
         out += [f"video missing: {k}" for k in self.missing_videos[:limit]]
         out += [f"video too short: {k}" for k in self.too_short[:limit]]
         out += [f"no pose pair: {k}" for k in self.no_pose_pair[:limit]]
+        out += [f"too few views for InfoNCE: {k}" for k in self.too_few_views[:limit]]
         return out
 
 
@@ -141,8 +204,9 @@ def index_dataset(data_cfg, *, num_frames: int | None = None, check_batches: boo
             f"No manifest at {path}. Build the dataset first: python training/build_dataset.py build VIDEOS... "
             f"--out {root}", path=path)
     records, problems = read_manifest(path, check_files=True)
+    views = data_cfg.views_per_identity
     report = DataReport(manifest=str(path), lines=len(records) + len(problems),
-                        bad_lines=[(p.line, p.message) for p in problems])
+                        bad_lines=[(p.line, p.message) for p in problems], views_per_identity=views)
     if problems and data_cfg.on_bad_line == "raise":
         p = problems[0]
         raise ManifestError(
@@ -169,12 +233,13 @@ def index_dataset(data_cfg, *, num_frames: int | None = None, check_batches: boo
         items.append(item)
         if item.usable:
             videos.append(index)
-        far = pose_distance(angles, angles) >= max(data_cfg.min_pose_difference, 1e-6)
-        anchors = np.flatnonzero(far.any(1))
-        if anchors.size:
-            identities.append(Identity(index, anchors, tuple(np.flatnonzero(far[i]) for i in anchors)))
-        else:
+        identity, most = _identity(index, angles, data_cfg.min_pose_difference, views)
+        if identity is not None:
+            identities.append(identity)
+        elif most == 0:
             report.no_pose_pair.append(record.key)
+        else:
+            report.too_few_views.append(f"{record.key} (at most {most} of {views} views)")
     report.videos, report.identities = len(videos), len(identities)
     if check_batches:
         _check_counts(data_cfg, report)
@@ -188,26 +253,30 @@ def _check_counts(data_cfg, report: DataReport) -> None:
             f"No video is usable for flow matching in {where}. Check data.corpus_root (videos are looked up at the "
             f"recorded paths or corpus_root/key) and that videos have at least data.num_frames × data.frame_stride "
             "frames, or lower data.num_frames.")
+    views = report.views_per_identity
+    fewer = f", lower data.views_per_identity (now {views})" if report.too_few_views else ""
     if report.identities < 2:
         raise FaithfulFacesError(
-            f"InfoNCE needs at least 2 identities (videos with two crops at different poses) — the other identities "
-            f"of a batch are its negatives — but {where} has {report.identities}. Add videos of other people, or "
-            "lower data.min_pose_difference if the crops' poses are close.")
+            f"InfoNCE needs at least 2 identities (videos with {views} crops at pairwise different poses) — the other "
+            f"identities of a batch are its negatives — but {where} has {report.identities}. Add videos of other "
+            f"people{fewer}, or lower data.min_pose_difference if the crops' poses are close.")
     if data_cfg.aligner_batch_size > report.identities:
         raise FaithfulFacesError(
-            f"data.aligner_batch_size={data_cfg.aligner_batch_size} identity pairs per batch, but {where} has only "
+            f"data.aligner_batch_size={data_cfg.aligner_batch_size} identities per batch, but {where} has only "
             f"{report.identities} identities (a batch never repeats one: that would be a false negative). Set "
-            f"data.aligner_batch_size to at most {report.identities}, or add videos.")
+            f"data.aligner_batch_size to at most {report.identities}{fewer}, or add videos.")
 
 
 class BatchPlan:
     """The draws of global micro-batch ``g``, a pure function of ``(seed, g)`` (see the module docstring)."""
 
-    def __init__(self, index: DatasetIndex, *, seed: int, batch_size: int, aligner_batch_size: int) -> None:
+    def __init__(self, index: DatasetIndex, *, seed: int, batch_size: int, aligner_batch_size: int,
+                 views_per_identity: int = 2) -> None:
         self.index = index
         self.seed = int(seed)
         self.batch_size = batch_size
         self.aligner_batch_size = aligner_batch_size
+        self.views_per_identity = views_per_identity
 
     def _rng(self, tag: int, n: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, tag, n])
@@ -226,17 +295,13 @@ class BatchPlan:
             out.append((item, candidates[int(self._rng(_REFERENCE, position).integers(len(candidates)))]))
         return out
 
-    def pairs(self, g: int) -> list[tuple[int, int, int]]:
-        """``[(item index, crop a, crop b)]``: distinct identities, two crops at different poses each."""
+    def identity_views(self, g: int) -> list[tuple[int, tuple[int, ...]]]:
+        """``[(item index, (crop of view 0, ..., crop of view V−1))]``: distinct identities, each with
+        ``views_per_identity`` crops at pairwise different poses (``draw_views``)."""
         rng = self._rng(_PAIRS, g)
         chosen = rng.choice(len(self.index.identities), size=self.aligner_batch_size, replace=False)
-        out = []
-        for k in chosen:
-            identity = self.index.identities[int(k)]
-            anchor = int(rng.integers(len(identity.anchors)))
-            partners = identity.partners[anchor]
-            out.append((identity.item, int(identity.anchors[anchor]), int(partners[rng.integers(len(partners))])))
-        return out
+        identities = [self.index.identities[int(k)] for k in chosen]
+        return [(identity.item, draw_views(identity, self.views_per_identity, rng)) for identity in identities]
 
     def noise_seed(self, g: int) -> int:
         """Seed of the noise and timesteps of micro-batch ``g``."""
@@ -309,8 +374,9 @@ class StepBatches(torch.utils.data.Dataset):
         """Keys: ``micro``, ``g``, ``noise_seed``, ``prompts`` [B], ``reference_faces`` [B, 3, S, S] 0..1,
         ``reference_euler`` [B, 3]; then either ``clips`` [B, 3, T, H, W] in [-1, 1] and
         ``reference_images`` (B × [h, w, 3] uint8), or (cache) ``latents`` [B, 16, T', h', w'],
-        ``reference_parts`` [B, 32, 1, h', w'] and ``prompt_embeds`` [B, L, D]; and the aligner pairs
-        ``faces_a``, ``faces_b`` [A, 3, S, S], ``euler_a``, ``euler_b`` [A, 3]."""
+        ``reference_parts`` [B, 32, 1, h', w'] and ``prompt_embeds`` [B, L, D]; and the aligner batch,
+        view-major: ``view_faces`` [V, A, 3, S, S] and ``view_euler`` [V, A, 3] (row a of every view is
+        identity a)."""
         g = self.global_index(micro)
         items = self.index.items
         chosen = self.plan.videos(g)
@@ -331,12 +397,18 @@ class StepBatches(torch.utils.data.Dataset):
             batch["latents"] = torch.stack([p[0] for p in parts])
             batch["reference_parts"] = torch.stack([p[1] for p in parts])
             batch["prompt_embeds"] = torch.stack([self.cache.read_prompt(items[i].prompt) for i, _ in chosen])
-        pairs = self.plan.pairs(g)
-        batch["faces_a"] = face_tensor([read_image(items[i].crops[a]) for i, a, _ in pairs], self.face_size)
-        batch["faces_b"] = face_tensor([read_image(items[i].crops[b]) for i, _, b in pairs], self.face_size)
-        batch["euler_a"] = torch.from_numpy(np.stack([items[i].angles[a] for i, a, _ in pairs]))
-        batch["euler_b"] = torch.from_numpy(np.stack([items[i].angles[b] for i, _, b in pairs]))
+        batch.update(self.aligner_views(g))
         return batch
+
+    def aligner_views(self, g: int) -> dict[str, torch.Tensor]:
+        """The aligner batch of micro-batch ``g``: ``view_faces`` [V, A, 3, S, S] 0..1 and ``view_euler``
+        [V, A, 3] degrees, view-major (the order the aligner's forward and the loss take them)."""
+        items = self.index.items
+        chosen = self.plan.identity_views(g)
+        per_view = [[(items[i], crops[v]) for i, crops in chosen] for v in range(self.plan.views_per_identity)]
+        faces = [face_tensor([read_image(item.crops[c]) for item, c in view], self.face_size) for view in per_view]
+        euler = [np.stack([item.angles[c] for item, c in view]) for view in per_view]
+        return {"view_faces": torch.stack(faces), "view_euler": torch.from_numpy(np.stack(euler))}
 
 
 class MicroSteps(torch.utils.data.Sampler):

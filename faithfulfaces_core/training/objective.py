@@ -6,7 +6,8 @@ Flow matching as Wan trains (rectified flow): ``σ ~ U(0, 1)``, shifted to
 ``σ'·1000``, and the transformer regresses the velocity ``ε − x0`` (MSE). The transformer sees
 the VACE context and the global pose tokens of the reference face, which the aligner computes
 in the same forward, so the flow loss trains the LoRA, the token projection and the aligner.
-InfoNCE (``aligner.contrastive_loss``) ties two crops of each identity at different poses.
+InfoNCE (``aligner.contrastive_loss``) ties the crops of each identity at different poses: two
+(the paper), or ``data.views_per_identity`` of them, every ordered pair of views a positive.
 """
 
 from __future__ import annotations
@@ -69,13 +70,13 @@ class JointModel(nn.Module):
         self.reference_frame_loss = reference_frame_loss
 
     def forward(self, batch: dict[str, Any]) -> Losses:
-        faces = torch.cat([batch["reference_faces"], batch["faces_a"], batch["faces_b"]])
-        euler = torch.cat([batch["reference_euler"], batch["euler_a"], batch["euler_b"]])
+        views = batch["view_faces"]  # [V, A, 3, S, S], view-major: one aligner forward for everything
+        faces = torch.cat([batch["reference_faces"], views.flatten(0, 1)])
+        euler = torch.cat([batch["reference_euler"], batch["view_euler"].flatten(0, 1)])
         out = self.aligner(faces, euler)
-        b, a = batch["reference_faces"].shape[0], batch["faces_a"].shape[0]
+        b, a = batch["reference_faces"].shape[0], views.shape[1]
         tokens = out.tokens[:b]
-        g_a, g_b = out.g[b : b + a], out.g[b + a :]
-        infonce = self.aligner.contrastive_loss(g_a, g_b)
+        infonce = self.aligner.contrastive_loss(*(out.g[b + v * a : b + (v + 1) * a] for v in range(views.shape[0])))
 
         x0, noise, sigmas = batch["x0"], batch["noise"], batch["sigmas"]
         dtype = batch["context"].dtype

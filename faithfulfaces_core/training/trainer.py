@@ -334,7 +334,7 @@ def _data_and_resume(run: _Run, built: _Model, index, cond: _Conditioning):
     config, data_cfg, accelerator = run.config, run.config.data, run.accelerator
     rank, world = accelerator.process_index, accelerator.num_processes
     plan = BatchPlan(index, seed=config.run.seed, batch_size=data_cfg.batch_size,
-                     aligner_batch_size=data_cfg.aligner_batch_size)
+                     aligner_batch_size=data_cfg.aligner_batch_size, views_per_identity=data_cfg.views_per_identity)
     batches = StepBatches(index, plan, data_cfg, face_size=built.model.aligner.config.image_size, rank=rank,
                           world=world, cache=cond.cache)
     metrics = feedback.Metrics(run.out)
@@ -439,7 +439,7 @@ def _flow_inputs(run: _Run, cond: _Conditioning, batch: dict[str, Any]) -> dict[
     x0 = clean_latents(parts, latents)
     sigmas, noise = flow_inputs(x0.shape, batch["noise_seed"], run.config.objective.flow_shift)
     inputs = {k: batch[k].to(device, torch.float32) for k in
-              ("reference_faces", "reference_euler", "faces_a", "euler_a", "faces_b", "euler_b")}
+              ("reference_faces", "reference_euler", "view_faces", "view_euler")}
     inputs.update(x0=x0, noise=noise.to(device), sigmas=sigmas.to(device),
                   prompt_embeds=prompt_embeds.to(cond.base_dtype),
                   context=vace_context(parts, cond.blank, cond.masks).to(cond.base_dtype),
