@@ -13,12 +13,8 @@ import shutil
 import av
 import numpy as np
 import pytest
-import torch
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo
-from faithfulfaces_core.tiny import modelset
-from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -39,40 +35,24 @@ def test_shipped_workflow_is_161_frames_in_windows_of_81():
 
 
 @pytest.fixture(scope="module")
-def conditioning(comfy) -> dict[str, str]:
-    gen = torch.Generator().manual_seed(8)
-    folders = {}
-    for name in ("positive", "negative"):
-        folder = comfy.output_dir / f"ff_long_{name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
-        torch.save({"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]},
-                   folder / "shard_0000.pkl")
-        folders[name] = folder.name
+def tiny_prompt(comfy, tiny_native_settings, without_text_encoder):
+    """``make(**window)``: the workflow on the tiny native files, ``window`` on its context-windows node."""
     shutil.copyfile(reference_photo(), comfy.input_dir / "ff_long_portrait.png")
-    return folders
 
+    def make(**window) -> dict:
+        prompt = with_inputs(load_api_workflow(WORKFLOW), {
+            **tiny_native_settings,
+            "1": {"image": "ff_long_portrait.png"},
+            "13": SIZE,
+            "14": {"steps": 2, "seed": 5},
+            "18": {"filename_prefix": "ff_long/video"},
+            "20": {**WINDOW, **window},
+        })
+        prompt = without_text_encoder(prompt, "ff_long", seed=8)
+        prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "ff_long_frames"}}
+        return prompt
 
-def tiny_prompt(conditioning: dict[str, str], **window) -> dict:
-    prompt = with_inputs(load_api_workflow(WORKFLOW), {
-        "1": {"image": "ff_long_portrait.png"},
-        "2": {"backend": "dlib-hog"},
-        "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": modelset.ALIGNER_FILE},
-        "7": {"unet_name": TINY_FILE},
-        "8": {"lora": modelset.LORA_COMFY_FILE},
-        "12": {"vae_name": tiny_native.VAE_FILE},
-        "13": SIZE,
-        "14": {"steps": 2, "seed": 5},
-        "18": {"filename_prefix": "ff_long/video"},
-        "20": {**WINDOW, **window},
-    })
-    del prompt["9"]
-    for node, name in (("10", "positive"), ("11", "negative")):
-        prompt[node] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": conditioning[name]}}
-    prompt["13"]["inputs"].update(positive=["10", 1], negative=["11", 1])
-    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "ff_long_frames"}}
-    return prompt
+    return make
 
 
 def run_frames(comfy, prompt: dict) -> np.ndarray:
@@ -88,14 +68,14 @@ def run_frames(comfy, prompt: dict) -> np.ndarray:
     return np.stack([np.array(Image.open(f)) for f in pngs])
 
 
-def test_long_video_workflow_runs_in_windows(comfy, conditioning):
+def test_long_video_workflow_runs_in_windows(comfy, tiny_prompt):
     before = len(comfy.log())
-    windowed = run_frames(comfy, tiny_prompt(conditioning))
+    windowed = run_frames(comfy, tiny_prompt())
     assert windowed.shape == (SIZE["length"], SIZE["height"], SIZE["width"], 3)
     assert "Using context windows 3 for 5 frames." in comfy.log()[before:]  # video frames only, no reference
     # one window as long as the video is the graph without the context-windows node, frame for frame
-    whole = run_frames(comfy, tiny_prompt(conditioning, context_length=SIZE["length"]))
-    plain = tiny_prompt(conditioning)
+    whole = run_frames(comfy, tiny_prompt(context_length=SIZE["length"]))
+    plain = tiny_prompt()
     plain["14"]["inputs"]["model"] = ["8", 0]
     del plain["20"]
     assert np.array_equal(whole, run_frames(comfy, plain))

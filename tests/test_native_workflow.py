@@ -19,12 +19,11 @@ import shutil
 import av
 import numpy as np
 import pytest
-import torch
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo
 from faithfulfaces_core.tiny import modelset
 from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
+from faithfulfaces_core.tiny.wan import TINY_FILE
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -35,41 +34,21 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def conditioning(comfy) -> dict[str, str]:
-    """Positive / negative prompt embeddings ``[1, 12, 4096]`` as LoadTrainingDataset folders."""
-    gen = torch.Generator().manual_seed(3)
-    folders = {}
-    for name in ("positive", "negative"):
-        folder = comfy.output_dir / f"ff_native_{name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
-        shard = {"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]}
-        torch.save(shard, folder / "shard_0000.pkl")
-        folders[name] = folder.name
+def tiny_prompt(comfy, tiny_native_settings, without_text_encoder):
+    """``make(seed=4, **patch)``: the example workflow on the tiny native files, ``patch`` on the patch node."""
     shutil.copyfile(reference_photo(), comfy.input_dir / "ff_native_portrait.png")
-    return folders
 
+    def make(*, seed: int = 4, **patch) -> dict:
+        prompt = with_inputs(load_api_workflow(WORKFLOW), {
+            **tiny_native_settings,
+            "1": {"image": "ff_native_portrait.png"},
+            "8": {**tiny_native_settings["8"], **patch},
+            "13": SIZE,
+            "14": {"steps": STEPS, "seed": seed},
+        })
+        return without_text_encoder(prompt, "ff_native", seed=3)
 
-def tiny_prompt(conditioning: dict[str, str], *, seed: int = 4, **patch) -> dict:
-    """The example workflow on the tiny native files (dlib faces: real detection, no download)."""
-    prompt = with_inputs(load_api_workflow(WORKFLOW), {
-        "1": {"image": "ff_native_portrait.png"},
-        "2": {"backend": "dlib-hog"},
-        "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": modelset.ALIGNER_FILE},
-        "7": {"unet_name": TINY_FILE},
-        "8": {"lora": modelset.LORA_COMFY_FILE, **patch},
-        "12": {"vae_name": tiny_native.VAE_FILE},
-        "13": SIZE,
-        "14": {"steps": STEPS, "seed": seed},
-    })
-    assert prompt["9"]["class_type"] == "CLIPLoader" and prompt["10"]["inputs"]["clip"] == ["9", 0]
-    del prompt["9"]
-    for node in ("10", "11"):
-        name = "positive" if node == "10" else "negative"
-        prompt[node] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": conditioning[name]}}
-    prompt["13"]["inputs"].update(positive=["10", 1], negative=["11", 1])
-    return prompt
+    return make
 
 
 def run_frames(comfy, prompt: dict) -> np.ndarray:
@@ -106,16 +85,16 @@ def test_tiny_native_files_are_listed_by_comfys_own_loaders(object_info):
     assert node["category"] == "FaithfulFaces/native" and node["output"] == ["MODEL"]
 
 
-def test_native_workflow_runs_and_the_patch_acts(comfy, conditioning):
-    frames = run_frames(comfy, tiny_prompt(conditioning))
+def test_native_workflow_runs_and_the_patch_acts(comfy, tiny_prompt):
+    frames = run_frames(comfy, tiny_prompt())
     assert frames.shape == (SIZE["length"], SIZE["height"], SIZE["width"], 3)
     # the same graph with pose and LoRA at 0 is the plain native model, frame for frame
-    off = run_frames(comfy, tiny_prompt(conditioning, pose_strength=0.0, lora_strength=0.0))
-    plain = tiny_prompt(conditioning)
+    off = run_frames(comfy, tiny_prompt(pose_strength=0.0, lora_strength=0.0))
+    plain = tiny_prompt()
     plain["14"]["inputs"]["model"] = ["7", 0]
     del plain["8"]
     assert np.array_equal(off, run_frames(comfy, plain))
     assert not np.array_equal(frames, off)
     # pose tokens alone change the result too
-    pose_only = run_frames(comfy, tiny_prompt(conditioning, lora_strength=0.0))
+    pose_only = run_frames(comfy, tiny_prompt(lora_strength=0.0))
     assert not np.array_equal(pose_only, off)

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo, tiny_settings
-from faithfulfaces_core.tiny import modelset
-from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE, TINY_TRANSFORMER_CONFIG
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -68,36 +64,9 @@ def test_diffusers_workflow_with_several_references(comfy, photos):
     assert text["93"].startswith("2 reference image(s); ")
 
 
-@pytest.fixture(scope="module")
-def conditioning(comfy) -> dict[str, str]:
-    """Prompt embeddings as LoadTrainingDataset folders (the tiny model set has no UMT5 file)."""
-    gen = torch.Generator().manual_seed(5)
-    folders = {}
-    for name in ("positive", "negative"):
-        folder = comfy.output_dir / f"ff_refs_{name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        embeds = torch.randn(1, 12, TINY_TRANSFORMER_CONFIG["text_dim"], generator=gen)
-        torch.save({"latents": [{"samples": torch.zeros(1, 16, 1, 1, 1)}], "conditioning": [[[embeds, {}]]]},
-                   folder / "shard_0000.pkl")
-        folders[name] = folder.name
-    return folders
-
-
-def test_native_workflow_with_several_references(comfy, photos, conditioning):
+def test_native_workflow_with_several_references(comfy, photos, tiny_native_settings, without_text_encoder):
     prompt = with_inputs(load_api_workflow("faithfulfaces_several_references_native"), {
-        **photos,
-        "2": {"backend": "dlib-hog"},
-        "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": modelset.ALIGNER_FILE},
-        "7": {"unet_name": TINY_FILE},
-        "8": {"lora": modelset.LORA_COMFY_FILE},
-        "12": {"vae_name": tiny_native.VAE_FILE},
-        "13": SIZE,
-        "14": {"steps": 2},
+        **photos, **tiny_native_settings, "13": SIZE, "14": {"steps": 2},
     })
-    assert prompt["9"]["class_type"] == "CLIPLoader"
-    del prompt["9"]
-    for node, name in (("10", "positive"), ("11", "negative")):
-        prompt[node] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": conditioning[name]}}
-    prompt["13"]["inputs"].update(positive=["10", 1], negative=["11", 1])
+    prompt = without_text_encoder(prompt, "ff_refs", seed=5)
     _check(comfy, prompt, None)
