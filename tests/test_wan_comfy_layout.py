@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import textwrap
 
-import torch
 from safetensors.torch import save_file
 
+from faithfulfaces_core.tiny.native import randomize_lora
 from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG as CFG
 from faithfulfaces_core.tiny.wan import build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
@@ -64,11 +64,7 @@ def test_single_file_and_lora_export_work_in_comfyui(comfy_dir, comfy_script, tm
     tiny = build_tiny_pipeline(tmp_path / "models", seed=6)
     pipe = load_pipeline(tiny.diffusers_dir, device="cpu")
     wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=4, alpha=2))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in pipe.transformer.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    randomize_lora(pipe.transformer, seed=0, std=0.2)
     lora_file = wan_lora.save_lora(tmp_path / "ff_comfy.safetensors", pipe.transformer, layout="original_wan")
     targets = wan_lora.target_module_names(pipe.transformer)
     wan_lora.fuse_lora(pipe, scale=1.0)
