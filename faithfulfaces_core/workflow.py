@@ -105,6 +105,17 @@ def widget_default(slot: Slot) -> Any:
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(slot.kind)
 
 
+def _check_number(where: str, kind: str, options: dict, value: Any) -> None:
+    """An INT / FLOAT widget's value: a number inside the widget's min/max, an INT on its step."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FaithfulFacesError(f"{where}: expected a number, got {value!r}")
+    if "min" in options and value < options["min"] or "max" in options and value > options["max"]:
+        raise FaithfulFacesError(f"{where}: {value} is outside [{options.get('min')}, {options.get('max')}]")
+    step = options.get("step")
+    if kind == "INT" and step and (value - options.get("min", 0)) % step:
+        raise FaithfulFacesError(f"{where}: {value} is not on the widget's step {step} from {options.get('min', 0)}")
+
+
 def check_widget_value(node: str, class_type: str, name: str, kind: Any, options: dict, value: Any) -> None:
     """Raise when ``value`` is not valid for widget ``name`` (unknown combo entry, out of range)."""
     where = f"node {node} ({class_type}) input '{name}'"
@@ -113,13 +124,7 @@ def check_widget_value(node: str, class_type: str, name: str, kind: Any, options
         if value not in choices:
             raise FaithfulFacesError(f"{where}: {value!r} is not one of {choices[:8]}{'…' if len(choices) > 8 else ''}")
     elif kind in ("INT", "FLOAT"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise FaithfulFacesError(f"{where}: expected a number, got {value!r}")
-        if "min" in options and value < options["min"] or "max" in options and value > options["max"]:
-            raise FaithfulFacesError(f"{where}: {value} is outside [{options.get('min')}, {options.get('max')}]")
-        step = options.get("step")
-        if kind == "INT" and step and (value - options.get("min", 0)) % step:
-            raise FaithfulFacesError(f"{where}: {value} is not on the widget's step {step} from {options.get('min', 0)}")
+        _check_number(where, kind, options, value)
     elif kind == "BOOLEAN" and not isinstance(value, bool):
         raise FaithfulFacesError(f"{where}: expected true/false, got {value!r}")
     elif kind == "STRING" and not isinstance(value, str):

@@ -167,3 +167,12 @@ def check_option(value: str, options: list[str], name: str) -> bool | str:
     if value not in options:
         return f"{name} must be one of {', '.join(options)} (got '{value}')."
     return True
+
+
+def check_backend_file(backend: str, backends: list[str], file_backends: list[str], folder: str,
+                       value: str) -> bool | str:
+    """A ``validate_inputs`` answer for a ``backend`` choice and a file dropdown of ``folder`` that only
+    ``file_backends`` read: the backend must be known, the file must exist only when one of them runs."""
+    if backend not in backends:
+        return check_option(backend, backends, "backend")
+    return check_model(folder, value) if backend in file_backends else True

@@ -56,9 +56,7 @@ class LoadFaceDetector(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, backend, insightface_pack):
         """The pack dropdown matters only for the insightface backend, so the node checks both itself."""
-        if backend not in DETECTOR_BACKENDS:
-            return models.check_option(backend, DETECTOR_BACKENDS, "backend")
-        return models.check_model("insightface", insightface_pack) if backend in PACK_BACKENDS else True
+        return models.check_backend_file(backend, DETECTOR_BACKENDS, PACK_BACKENDS, "insightface", insightface_pack)
 
     @classmethod
     def execute(cls, backend, insightface_pack, provider, det_size) -> io.NodeOutput:
@@ -97,9 +95,7 @@ class LoadPoseEstimator(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, backend, weights):
         """The weights dropdown matters only for 6DRepNet, so the node checks both itself."""
-        if backend not in POSE_BACKENDS:
-            return models.check_option(backend, POSE_BACKENDS, "backend")
-        return models.check_model("faithfulfaces", weights) if backend in WEIGHTS_BACKENDS else True
+        return models.check_backend_file(backend, POSE_BACKENDS, WEIGHTS_BACKENDS, "faithfulfaces", weights)
 
     @classmethod
     def execute(cls, backend, weights, device) -> io.NodeOutput:

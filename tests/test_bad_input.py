@@ -126,6 +126,7 @@ GEN = dict(prompt="a face", negative_prompt="blurry", width=32, height=32, num_f
 @pytest.fixture(scope="module")
 def lora_pipe(tmp_path_factory):
     """The tiny pipeline with a random LoRA whose scaling alpha/rank = 0.75 (not a power of two)."""
+    from faithfulfaces_core.tiny.native import randomize_lora
     from faithfulfaces_core.tiny.wan import build_tiny_pipeline
     from faithfulfaces_core.wan import lora as wan_lora
     from faithfulfaces_core.wan.loading import load_pipeline
@@ -133,11 +134,7 @@ def lora_pipe(tmp_path_factory):
     tiny = build_tiny_pipeline(tmp_path_factory.mktemp("bad_input_wan"), seed=0)
     pipe = load_pipeline(tiny.diffusers_dir, device="cpu")
     wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=4, alpha=3.0))
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, p in pipe.transformer.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    randomize_lora(pipe.transformer, seed=2, std=0.5)
     pipe.tiny = tiny
     return pipe
 

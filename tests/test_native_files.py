@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -15,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from faithfulfaces_core.aligner import load_aligner, save_aligner
 from faithfulfaces_core.checkpoints import load_checkpoint
 from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.host import PACK_ROOT, default_comfyui_dir
+from faithfulfaces_core.host import default_comfyui_dir
 from faithfulfaces_core.tiny import native as tiny_native
 from faithfulfaces_core.tiny.aligner import build_tiny_aligner
 from faithfulfaces_core.tiny.native import add_random_lora
@@ -90,7 +87,7 @@ def test_tiny_files_follow_comfys_detection_rules(files, tmp_path):
     assert load_aligner(aligner).config.token_dim == TINY_WIDTH
 
 
-def test_comfys_own_loaders_take_the_tiny_native_files(files, tmp_path):
+def test_comfys_own_loaders_take_the_tiny_native_files(files, comfy_script, tmp_path):
     try:
         comfy_dir = default_comfyui_dir()
     except FaithfulFacesError as exc:
@@ -101,14 +98,8 @@ def test_comfys_own_loaders_take_the_tiny_native_files(files, tmp_path):
     with torch.no_grad():
         decoded = vae.decode(z).sample
     save_file({"z": z, "decoded": decoded}, str(tmp_path / "expected.safetensors"))
-    proc = subprocess.run(
-        [sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir), str(models), str(tmp_path / "expected.safetensors"),
-         wan.transformer_file.name, vae_file.name],
-        capture_output=True, text=True, timeout=300, cwd=PACK_ROOT,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = comfy_script(COMFY_SCRIPT, comfy_dir, models, tmp_path / "expected.safetensors",
+                          wan.transformer_file.name, vae_file.name)
     heads, layers = TINY_TRANSFORMER_CONFIG["num_attention_heads"], TINY_TRANSFORMER_CONFIG["num_layers"]
     assert result["model"] == ["WAN21_Vace", "VaceWanModel", TINY_WIDTH, heads, 4096, layers, [0, 2]]
     assert result["vae"] == ["WanVAE", 16]

@@ -15,9 +15,6 @@ import numpy as np
 import pytest
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo
-from faithfulfaces_core.tiny import modelset
-from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -38,27 +35,24 @@ def test_shipped_workflow_is_161_frames_in_windows_of_81():
 
 
 @pytest.fixture(scope="module")
-def portrait(comfy) -> None:
+def tiny_prompt(comfy, tiny_native_settings, without_text_encoder):
+    """``make(**window)``: the workflow on the tiny native files, ``window`` on its context-windows node."""
     shutil.copyfile(reference_photo(), comfy.input_dir / "ff_long_portrait.png")
 
+    def make(**window) -> dict:
+        prompt = with_inputs(load_api_workflow(WORKFLOW), {
+            **tiny_native_settings,
+            "1": {"image": "ff_long_portrait.png"},
+            "13": SIZE,
+            "14": {"steps": 2, "seed": 5},
+            "18": {"filename_prefix": "ff_long/video"},
+            "20": {**WINDOW, **window},
+        })
+        prompt = without_text_encoder(prompt, "ff_long", seed=8)
+        prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "ff_long_frames"}}
+        return prompt
 
-def tiny_prompt(text_conditioning, **window) -> dict:
-    prompt = with_inputs(load_api_workflow(WORKFLOW), {
-        "1": {"image": "ff_long_portrait.png"},
-        "2": {"backend": "dlib-hog"},
-        "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": modelset.ALIGNER_FILE},
-        "7": {"unet_name": TINY_FILE},
-        "8": {"lora": modelset.LORA_COMFY_FILE},
-        "12": {"vae_name": tiny_native.VAE_FILE},
-        "13": SIZE,
-        "14": {"steps": 2, "seed": 5},
-        "18": {"filename_prefix": "ff_long/video"},
-        "20": {**WINDOW, **window},
-    })
-    text_conditioning(prompt)
-    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "ff_long_frames"}}
-    return prompt
+    return make
 
 
 def run_frames(comfy, prompt: dict) -> np.ndarray:
@@ -74,14 +68,14 @@ def run_frames(comfy, prompt: dict) -> np.ndarray:
     return np.stack([np.array(Image.open(f)) for f in pngs])
 
 
-def test_long_video_workflow_runs_in_windows(comfy, portrait, text_conditioning):
+def test_long_video_workflow_runs_in_windows(comfy, tiny_prompt):
     before = len(comfy.log())
-    windowed = run_frames(comfy, tiny_prompt(text_conditioning))
+    windowed = run_frames(comfy, tiny_prompt())
     assert windowed.shape == (SIZE["length"], SIZE["height"], SIZE["width"], 3)
     assert "Using context windows 3 for 5 frames." in comfy.log()[before:]  # video frames only, no reference
     # one window as long as the video is the graph without the context-windows node, frame for frame
-    whole = run_frames(comfy, tiny_prompt(text_conditioning, context_length=SIZE["length"]))
-    plain = tiny_prompt(text_conditioning)
+    whole = run_frames(comfy, tiny_prompt(context_length=SIZE["length"]))
+    plain = tiny_prompt()
     plain["14"]["inputs"]["model"] = ["8", 0]
     del plain["20"]
     assert np.array_equal(whole, run_frames(comfy, plain))

@@ -12,16 +12,9 @@ and must give the same output on those inputs.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from faithfulfaces_core.host import PACK_ROOT
 from faithfulfaces_core.tiny.native import add_random_lora
 from faithfulfaces_core.tiny.wan import (
     TINY_TRANSFORMER_CONFIG,
@@ -40,26 +33,8 @@ LORA_STRENGTH = 0.8
 OTHER_STRENGTH = 0.5
 ATOL = 1e-5
 
-COMFY_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    comfy_dir, pack_root, work = sys.argv[1:4]
-    sys.path[:0] = [comfy_dir, pack_root]
-    sys.argv = [sys.argv[0], "--cpu"]
-    import comfy.options
-    comfy.options.enable_args_parsing()
-    import torch, comfy.sd, comfy.samplers, comfy.model_management, comfy.utils
-    from pathlib import Path
-    from safetensors.torch import load_file, save_file
-    from faithfulfaces_core.native import patch_native_model
-
-    work = Path(work)
-    spec = json.loads((work / "spec.json").read_text())
-    data = load_file(str(work / "inputs.safetensors"))
-    base = comfy.sd.load_diffusion_model(spec["model"])
-    cond_extra = {"vace_frames": [data["vace_frames"]], "vace_mask": [data["vace_mask"]], "vace_strength": [1.0]}
-    positive = [[data["positive"], dict(cond_extra)]]
-    negative = [[data["negative"], dict(cond_extra)]]
+# run after conftest's NATIVE_SAMPLING_PREAMBLE (base, positive, negative, data, spec, work)
+COMFY_BODY = """
     tensors, results = {}, {"dtype": str(base.model.diffusion_model.blocks[0].self_attn.k.weight.dtype)}
 
     def recorder(calls):
@@ -181,12 +156,11 @@ COMFY_SCRIPT = textwrap.dedent(
     save_file(tensors, str(work / "out.safetensors"))
     print("RESULT " + json.dumps(results))
     """
-)
 
 
 
 @pytest.fixture(scope="module")
-def native(comfy_dir, tmp_path_factory):
+def native(native_sampling, tmp_path_factory):
     """(ComfyUI's results, its recorded tensors, the diffusers transformer with both adapters)."""
     work = tmp_path_factory.mktemp("native")
     model_file = save_original_layout(build_tiny_transformer(seed=11), work / "wan_tiny.safetensors")
@@ -207,28 +181,10 @@ def native(comfy_dir, tmp_path_factory):
          "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(2 * WIDTH, 4)},
         {"r": 4, "lora_alpha": 4, "target_modules": ["blocks.0.attn1.to_q"]}, layout="original_wan")
 
-    gen = torch.Generator().manual_seed(5)
-    frames, side, text = 2, 4, 7
-    inputs = {
-        "tokens": torch.randn(1, 3, WIDTH, generator=gen),
-        "tokens2": torch.randn(1, 2, WIDTH, generator=gen),
-        "positive": torch.randn(1, text, CFG["text_dim"], generator=gen),
-        "negative": torch.randn(1, text, CFG["text_dim"], generator=gen),
-        "noise": torch.randn(1, 16, frames, side, side, generator=gen),
-        "latent": torch.randn(1, 16, frames, side, side, generator=gen),
-        "vace_frames": torch.randn(1, 32, frames, side, side, generator=gen),
-        "vace_mask": torch.rand(1, 64, frames, side, side, generator=gen),
-    }
-    save_file(inputs, str(work / "inputs.safetensors"))
     spec = {"model": str(model_file), "lora": str(lora), "lora_strength": LORA_STRENGTH,
             "other_lora": str(other), "other_strength": OTHER_STRENGTH, "wide_lora": str(wide), "sigma": SIGMA}
-    (work / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run([sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir), str(PACK_ROOT), str(work)],
-                          capture_output=True, text=True, timeout=300, cwd=PACK_ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-6000:]
-    results = json.loads(lines[-1][len("RESULT "):])
-    return results, load_file(str(work / "out.safetensors")), transformer, inputs
+    results, tensors, inputs = native_sampling(work, COMFY_BODY, spec, seed=5, frames=2)
+    return results, tensors, transformer, inputs
 
 
 def diffusers_output(transformer, tensors, case: str, row: int, tokens, *, strength=1.0, adapters=None):

@@ -9,9 +9,6 @@ then lay out the same images at a small spatial size.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -85,13 +82,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_one_reference_is_wan_vace_to_video_and_several_match_diffusers(comfy_dir):
+def test_one_reference_is_wan_vace_to_video_and_several_match_diffusers(comfy_dir, comfy_script):
     seed = int(np.random.SeedSequence().entropy % 2**31)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(comfy_dir), str(PACK_ROOT), str(seed)],
-                          capture_output=True, text=True, timeout=600, cwd=PACK_ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-6000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = comfy_script(SCRIPT, comfy_dir, PACK_ROOT, seed, timeout=600)
     assert out["vae"] == "WanVAE"
     for side in (0, 1):
         assert out[f"one.{side}"] and out[f"one.{side}.strength"] and out[f"one.{side}.text"], out

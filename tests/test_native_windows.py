@@ -9,19 +9,11 @@ of 3 with overlap 1: video frames [0, 1, 2], [2, 3, 4], [3, 4, 5].
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from faithfulfaces_core.host import PACK_ROOT
 from faithfulfaces_core.tiny.wan import (
     TINY_TRANSFORMER_CONFIG,
-    TINY_WIDTH,
     build_tiny_transformer,
     save_original_layout,
 )
@@ -36,26 +28,8 @@ VIDEO = 6
 WINDOWS = [[0, 1, 2], [2, 3, 4], [3, 4, 5]]
 ATOL = 1e-5
 
-COMFY_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    comfy_dir, pack_root, work = sys.argv[1:4]
-    sys.path[:0] = [comfy_dir, pack_root]
-    sys.argv = [sys.argv[0], "--cpu"]
-    import comfy.options
-    comfy.options.enable_args_parsing()
-    import torch, comfy.sd, comfy.samplers, comfy.context_windows as cw
-    from pathlib import Path
-    from safetensors.torch import load_file, save_file
-    from faithfulfaces_core.native import patch_native_model, pose_patch
-
-    work = Path(work)
-    spec = json.loads((work / "spec.json").read_text())
-    data = load_file(str(work / "inputs.safetensors"))
-    base = comfy.sd.load_diffusion_model(spec["model"])
-    cond_extra = {"vace_frames": [data["vace_frames"]], "vace_mask": [data["vace_mask"]], "vace_strength": [1.0]}
-    positive = [[data["positive"], dict(cond_extra)]]
-    negative = [[data["negative"], dict(cond_extra)]]
+# run after conftest's NATIVE_SAMPLING_PREAMBLE (base, positive, negative, data, spec, work)
+COMFY_BODY = """
     tensors, results = {}, {}
     pose_calls = []
     attend = pose_patch.attend_with_pose
@@ -130,36 +104,17 @@ COMFY_SCRIPT = textwrap.dedent(
     results["half_sigma"] = float(base.get_model_object("model_sampling").percent_to_sigma(0.5))
     save_file(tensors, str(work / "out.safetensors"))
     print("RESULT " + json.dumps(results))
-    """
-).replace("VIDEO_FRAMES", str(VIDEO))
+    """.replace("VIDEO_FRAMES", str(VIDEO))
 
 
 @pytest.fixture(scope="module")
-def native(comfy_dir, tmp_path_factory):
+def native(native_sampling, tmp_path_factory):
     work = tmp_path_factory.mktemp("native_windows")
     model_file = save_original_layout(build_tiny_transformer(seed=11), work / "wan_tiny.safetensors")
-    gen = torch.Generator().manual_seed(6)
-    frames, side, text = 1 + VIDEO, 4, 7
-    mask = torch.rand(1, 64, frames, side, side, generator=gen)
-    mask[:, :, 0] = 0  # the reference frame, as WanVaceToVideo writes it
-    inputs = {
-        "tokens": torch.randn(1, 3, TINY_WIDTH, generator=gen),
-        "tokens2": torch.randn(1, 2, TINY_WIDTH, generator=gen),
-        "positive": torch.randn(1, text, CFG["text_dim"], generator=gen),
-        "negative": torch.randn(1, text, CFG["text_dim"], generator=gen),
-        "noise": torch.randn(1, 16, frames, side, side, generator=gen),
-        "latent": torch.randn(1, 16, frames, side, side, generator=gen),
-        "vace_frames": torch.randn(1, 32, frames, side, side, generator=gen),
-        "vace_mask": mask,
-    }
-    save_file(inputs, str(work / "inputs.safetensors"))
-    (work / "spec.json").write_text(json.dumps({"model": str(model_file), "sigma": SIGMA, "guidance": GUIDANCE}))
-    proc = subprocess.run([sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir), str(PACK_ROOT), str(work)],
-                          capture_output=True, text=True, timeout=300, cwd=PACK_ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-6000:]
+    spec = {"model": str(model_file), "sigma": SIGMA, "guidance": GUIDANCE}
+    results, tensors, inputs = native_sampling(work, COMFY_BODY, spec, seed=6, frames=1 + VIDEO, reference_frame=True)
     transformer = load_transformer_file(model_file, dtype=torch.float32).eval()
-    return json.loads(lines[-1][len("RESULT "):]), load_file(str(work / "out.safetensors")), transformer, inputs
+    return results, tensors, transformer, inputs
 
 
 def test_comfyui_alone_drops_or_breaks_the_reference(native, comfy_dir):

@@ -7,8 +7,8 @@ accept it), VAELoader the tiny Wan2.1 VAE, and the example workflow runs through
 ComfyUI builds its Wan text encoder from a fixed UMT5-XXL config (5.7 B parameters) whatever
 the file holds, so nothing tiny loads through CLIPLoader. The test swaps the CLIPLoader and the
 two CLIPTextEncode nodes for a test-only node that reads prompt embeddings of the width UMT5-XXL
-gives (``tests/comfy_nodes``, the ``text_conditioning`` fixture). Everything else is the example
-workflow.
+gives (``tests/comfy_nodes``, the ``without_text_encoder`` fixture). Everything else is the
+example workflow.
 """
 
 from __future__ import annotations
@@ -33,25 +33,21 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def portrait(comfy) -> None:
+def tiny_prompt(comfy, tiny_native_settings, without_text_encoder):
+    """``make(seed=4, **patch)``: the example workflow on the tiny native files, ``patch`` on the patch node."""
     shutil.copyfile(reference_photo(), comfy.input_dir / "ff_native_portrait.png")
 
+    def make(*, seed: int = 4, **patch) -> dict:
+        prompt = with_inputs(load_api_workflow(WORKFLOW), {
+            **tiny_native_settings,
+            "1": {"image": "ff_native_portrait.png"},
+            "8": {**tiny_native_settings["8"], **patch},
+            "13": SIZE,
+            "14": {"steps": STEPS, "seed": seed},
+        })
+        return without_text_encoder(prompt, "ff_native", seed=3)
 
-def tiny_prompt(text_conditioning, *, seed: int = 4, **patch) -> dict:
-    """The example workflow on the tiny native files (dlib faces: real detection, no download)."""
-    prompt = with_inputs(load_api_workflow(WORKFLOW), {
-        "1": {"image": "ff_native_portrait.png"},
-        "2": {"backend": "dlib-hog"},
-        "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": modelset.ALIGNER_FILE},
-        "7": {"unet_name": TINY_FILE},
-        "8": {"lora": modelset.LORA_COMFY_FILE, **patch},
-        "12": {"vae_name": tiny_native.VAE_FILE},
-        "13": SIZE,
-        "14": {"steps": STEPS, "seed": seed},
-    })
-    assert prompt["10"]["inputs"]["clip"] == ["9", 0] and prompt["13"]["inputs"]["positive"] == ["10", 0]
-    return text_conditioning(prompt)
+    return make
 
 
 def run_frames(comfy, prompt: dict) -> np.ndarray:
@@ -88,16 +84,16 @@ def test_tiny_native_files_are_listed_by_comfys_own_loaders(object_info):
     assert node["category"] == "FaithfulFaces/native" and node["output"] == ["MODEL"]
 
 
-def test_native_workflow_runs_and_the_patch_acts(comfy, portrait, text_conditioning):
-    frames = run_frames(comfy, tiny_prompt(text_conditioning))
+def test_native_workflow_runs_and_the_patch_acts(comfy, tiny_prompt):
+    frames = run_frames(comfy, tiny_prompt())
     assert frames.shape == (SIZE["length"], SIZE["height"], SIZE["width"], 3)
     # the same graph with pose and LoRA at 0 is the plain native model, frame for frame
-    off = run_frames(comfy, tiny_prompt(text_conditioning, pose_strength=0.0, lora_strength=0.0))
-    plain = tiny_prompt(text_conditioning)
+    off = run_frames(comfy, tiny_prompt(pose_strength=0.0, lora_strength=0.0))
+    plain = tiny_prompt()
     plain["14"]["inputs"]["model"] = ["7", 0]
     del plain["8"]
     assert np.array_equal(off, run_frames(comfy, plain))
     assert not np.array_equal(frames, off)
     # pose tokens alone change the result too
-    pose_only = run_frames(comfy, tiny_prompt(text_conditioning, lora_strength=0.0))
+    pose_only = run_frames(comfy, tiny_prompt(lora_strength=0.0))
     assert not np.array_equal(pose_only, off)

@@ -11,9 +11,6 @@ import numpy as np
 import pytest
 
 from faithfulfaces_core.demo import load_api_workflow, reference_photo, tiny_settings
-from faithfulfaces_core.tiny import modelset
-from faithfulfaces_core.tiny import native as tiny_native
-from faithfulfaces_core.tiny.wan import TINY_FILE
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -67,16 +64,9 @@ def test_diffusers_workflow_with_several_references(comfy, photos):
     assert text["93"].startswith("2 reference image(s); ")
 
 
-def test_native_workflow_with_several_references(comfy, photos, text_conditioning):
+def test_native_workflow_with_several_references(comfy, photos, tiny_native_settings, without_text_encoder):
     prompt = with_inputs(load_api_workflow("faithfulfaces_several_references_native"), {
-        **photos,
-        "2": {"backend": "dlib-hog"},
-        "3": {"backend": "dlib-landmarks"},
-        "5": {"aligner": modelset.ALIGNER_FILE},
-        "7": {"unet_name": TINY_FILE},
-        "8": {"lora": modelset.LORA_COMFY_FILE},
-        "12": {"vae_name": tiny_native.VAE_FILE},
-        "13": SIZE,
-        "14": {"steps": 2},
+        **photos, **tiny_native_settings, "13": SIZE, "14": {"steps": 2},
     })
-    _check(comfy, text_conditioning(prompt), None)
+    prompt = without_text_encoder(prompt, "ff_refs", seed=5)
+    _check(comfy, prompt, None)

@@ -6,14 +6,11 @@ diffusers' ``fuse_lora`` makes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
-import torch
 from safetensors.torch import save_file
 
-from faithfulfaces_core.host import PACK_ROOT
+from faithfulfaces_core.tiny.native import randomize_lora
 from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG as CFG
 from faithfulfaces_core.tiny.wan import build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
@@ -63,15 +60,11 @@ COMFY_SCRIPT = textwrap.dedent(
 
 
 
-def test_single_file_and_lora_export_work_in_comfyui(comfy_dir, tmp_path):
+def test_single_file_and_lora_export_work_in_comfyui(comfy_dir, comfy_script, tmp_path):
     tiny = build_tiny_pipeline(tmp_path / "models", seed=6)
     pipe = load_pipeline(tiny.diffusers_dir, device="cpu")
     wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=4, alpha=2))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in pipe.transformer.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    randomize_lora(pipe.transformer, seed=0, std=0.2)
     lora_file = wan_lora.save_lora(tmp_path / "ff_comfy.safetensors", pipe.transformer, layout="original_wan")
     targets = wan_lora.target_module_names(pipe.transformer)
     wan_lora.fuse_lora(pipe, scale=1.0)
@@ -80,14 +73,8 @@ def test_single_file_and_lora_export_work_in_comfyui(comfy_dir, tmp_path):
                 for m in targets}
     save_file(expected, str(tmp_path / "expected.safetensors"))
 
-    proc = subprocess.run(
-        [sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir), str(tiny.transformer_file), str(lora_file),
-         str(tmp_path / "expected.safetensors"), json.dumps(CFG)],
-        capture_output=True, text=True, timeout=300, cwd=PACK_ROOT,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = comfy_script(COMFY_SCRIPT, comfy_dir, tiny.transformer_file, lora_file,
+                          tmp_path / "expected.safetensors", json.dumps(CFG))
     assert result["vace_layer_positions"] == CFG["vace_layers"]
     assert result["strict_load"] == "<All keys matched successfully>"
     assert result["patched"] == sorted(expected)  # every module, vace_blocks included, nothing left over

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from faithfulfaces_core.errors import FaithfulFacesError
+from faithfulfaces_core.tiny.native import randomize_lora
 from faithfulfaces_core.tiny.wan import TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
 from faithfulfaces_core.wan.generate import GenerationCancelled, check_video_size, generate
@@ -28,11 +29,7 @@ def pipe(tiny):
     """The tiny pipeline through our loader, with a random (non-zero) LoRA loaded."""
     pipe = load_pipeline(tiny.diffusers_dir, device="cpu")
     wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=4))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in pipe.transformer.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    randomize_lora(pipe.transformer, seed=1, std=0.5)
     return pipe
 
 

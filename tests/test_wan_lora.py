@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from faithfulfaces_core.checkpoints import save_checkpoint
 from faithfulfaces_core.errors import CheckpointError, MissingModelError
+from faithfulfaces_core.tiny.native import randomize_lora
 from faithfulfaces_core.tiny.wan import TINY_TRANSFORMER_CONFIG, TINY_WIDTH, build_tiny_pipeline
 from faithfulfaces_core.wan import lora as wan_lora
 from faithfulfaces_core.wan.loading import load_pipeline
@@ -28,19 +29,11 @@ def fresh(tiny):
     return load_pipeline(tiny.diffusers_dir, device="cpu")
 
 
-def randomize(transformer, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in transformer.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-
-
 @pytest.fixture(scope="module")
 def trained(tiny):
     pipe = fresh(tiny)
     wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=RANK, alpha=8))
-    randomize(pipe.transformer, 0)
+    randomize_lora(pipe.transformer, seed=0, std=0.3)
     return pipe
 
 
@@ -130,7 +123,7 @@ def test_original_layout_keeps_per_module_ranks_and_alphas():
 def test_fused_equals_unfused(tiny):
     pipe = fresh(tiny)
     wan_lora.add_lora(pipe.transformer, wan_lora.LoraSpec(rank=RANK))
-    randomize(pipe.transformer, 3)
+    randomize_lora(pipe.transformer, seed=3, std=0.3)
     base_weight = pipe.transformer.blocks[0].attn1.to_q.base_layer.weight.detach().clone()
     unfused = forward(pipe.transformer)
     wan_lora.fuse_lora(pipe, scale=1.0)
@@ -168,7 +161,7 @@ def test_use_lora_loads_only_when_the_file_changes(tiny, tmp_path):
 
     source = fresh(tiny)
     wan_lora.add_lora(source.transformer, wan_lora.LoraSpec(rank=RANK))
-    randomize(source.transformer, 8)
+    randomize_lora(source.transformer, seed=8, std=0.3)
     path = wan_lora.save_lora(tmp_path / "ff.safetensors", source.transformer)
     pipe = fresh(tiny)
     wan_lora.use_lora(pipe, path)
@@ -176,7 +169,7 @@ def test_use_lora_loads_only_when_the_file_changes(tiny, tmp_path):
     assert same(wan_lora.lora_state_dict(pipe.transformer), wan_lora.lora_state_dict(source.transformer))
     wan_lora.use_lora(pipe, path)
     assert pipe.transformer.blocks[0].attn1.to_q.lora_A[wan_lora.ADAPTER_NAME] is first  # not reloaded
-    randomize(source.transformer, 9)  # a re-trained file at the same path
+    randomize_lora(source.transformer, seed=9, std=0.3)  # a re-trained file at the same path
     wan_lora.save_lora(path, source.transformer)
     os.utime(path, ns=(1, os.stat(path).st_mtime_ns + 10**9))
     wan_lora.use_lora(pipe, path)

@@ -4,8 +4,6 @@ generate() bit for bit, two windows = a fusion computed directly, progress / can
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 import torch
 
 from faithfulfaces_core.errors import FaithfulFacesError
-from faithfulfaces_core.host import PACK_ROOT
 from faithfulfaces_core.tiny.wan import build_tiny_pipeline
 from faithfulfaces_core.wan.generate import GenerationCancelled, generate
 from faithfulfaces_core.wan.injection import PoseTokenAttnProcessor
@@ -60,12 +57,8 @@ COMFY_SCRIPT = textwrap.dedent(
 )
 
 
-def test_windows_and_weights_are_comfyuis(comfy_dir):
-    proc = subprocess.run([sys.executable, "-c", COMFY_SCRIPT, str(comfy_dir)], input=json.dumps(GRID),
-                          capture_output=True, text=True, timeout=120, cwd=PACK_ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    comfy = json.loads(lines[-1][len("RESULT "):])["grid"]
+def test_windows_and_weights_are_comfyuis(comfy_dir, comfy_script):
+    comfy = comfy_script(COMFY_SCRIPT, comfy_dir, stdin=json.dumps(GRID), timeout=120)["grid"]
     for (total, length, overlap), theirs in zip(GRID, comfy, strict=True):
         ours = static_windows(total, length, overlap)
         assert ours == theirs["windows"], (total, length, overlap)

@@ -60,6 +60,12 @@ class AlignerConfig:
     logit_scale_max: float = CLIP_MAX_LOGIT_SCALE
 
     def __post_init__(self) -> None:
+        self._check_sizes()
+        self._check_pixel_statistics()
+        self._check_scales()
+
+    def _check_sizes(self) -> None:
+        """Every size a whole number from 1 to its ``MAX_SIZES`` bound."""
         for name, most in MAX_SIZES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
@@ -67,6 +73,9 @@ class AlignerConfig:
                     f"AlignerConfig.{name} must be a positive integer of at most {most}, got {value!r}; set it to e.g. "
                     f"{getattr(AlignerConfig, name)}."
                 )
+
+    def _check_pixel_statistics(self) -> None:
+        """``pixel_mean`` / ``pixel_std``: three finite numbers each (stored as float tuples), the std positive."""
         for name in ("pixel_mean", "pixel_std"):
             value = tuple(getattr(self, name))
             if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
@@ -74,6 +83,11 @@ class AlignerConfig:
                     f"AlignerConfig.{name} must hold 3 numbers (R, G, B), all finite, got {value!r}."
                 )
             object.__setattr__(self, name, tuple(float(v) for v in value))
+        if min(self.pixel_std) <= 0:
+            raise FaithfulFacesError(f"AlignerConfig.pixel_std must be positive, got {self.pixel_std}.")
+
+    def _check_scales(self) -> None:
+        """The MLP ratio and the CLIP logit scales: finite and inside their ranges."""
         for name in ("mlp_ratio", "logit_scale_init", "logit_scale_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -82,8 +96,6 @@ class AlignerConfig:
             raise FaithfulFacesError(
                 f"AlignerConfig.mlp_ratio must lie in (0, {MAX_MLP_RATIO:g}], got {self.mlp_ratio!r}; 4 is usual."
             )
-        if min(self.pixel_std) <= 0:
-            raise FaithfulFacesError(f"AlignerConfig.pixel_std must be positive, got {self.pixel_std}.")
         if not 0.0 <= self.logit_scale_init <= self.logit_scale_max <= MAX_LOGIT_SCALE:
             raise FaithfulFacesError(
                 f"AlignerConfig.logit_scale_init ({self.logit_scale_init}) must lie in "

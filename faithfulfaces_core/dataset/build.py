@@ -145,6 +145,13 @@ def _describe(source: Any) -> str:
     return bk.describe(source)
 
 
+def _build_config(settings: CurationSettings, shard: Shard, models_args: tuple) -> dict:
+    """What ``build.json`` records of a run (settings, shard, the three models), so that a resumed run
+    with other ones is refused."""
+    models = {k: _describe(s) for k, s in zip(("detector", "pose", "captioner"), models_args, strict=True)}
+    return {"settings": settings.as_dict(), "shard": str(shard), "models": models}
+
+
 def _results_in_process(todo: Sequence[VideoRef], models_args: tuple, settings: CurationSettings, root: Path):
     models = Models.build(*models_args)
     for ref in todo:
@@ -267,16 +274,7 @@ def build_dataset(
     refs = [r for r in discover_videos(inputs, extensions=extensions) if shard.holds(r.key)]
     models_args = (detector, estimator, captioner)
     with directory.locked():
-        directory.check_build(
-            {
-                "settings": settings.as_dict(),
-                "shard": str(shard),
-                "models": {
-                    k: _describe(s)
-                    for k, s in zip(("detector", "pose", "captioner"), models_args, strict=True)
-                },
-            }
-        )
+        directory.check_build(_build_config(settings, shard, models_args))
         done, todo = _videos_to_do(directory, refs, retry_errors)
         run = _curate_and_commit(directory, todo, done, models_args, settings, workers=workers, threads=threads,
                                  desc=f"curating videos (shard {shard})", progress=progress, on_commit=on_commit)

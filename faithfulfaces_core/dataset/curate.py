@@ -401,6 +401,32 @@ def _estimate_and_write(pending: list, estimator: PoseEstimator, staging: Path, 
     pending.clear()
 
 
+def _scan_stream(stream: VideoStream, detector: FaceDetector, estimator: PoseEstimator,
+                 settings: CurationSettings, staging: Path, result: VideoCuration) -> str | None:
+    """Detect every sampled frame; a frame's one face is cropped, posed and written in batches of
+    ``settings.batch_size``. Stops at the first frame with several faces and returns its detail
+    (the crops pending by then are still written), else None."""
+    size = int(estimator.input_size)
+    pending: list[tuple[int, Face, tuple[int, int, int, int], np.ndarray, tuple[int, int]]] = []
+    multiple: str | None = None
+    for frame in stream:
+        result.frames_sampled += 1
+        faces = counted_faces(
+            _detect(detector, frame.image, settings.det_size), result.thresholds["min_face_score"],
+            settings.min_face_size,
+        )
+        if len(faces) > 1:
+            multiple = _multiple_detail(frame.index, faces, result.thresholds)
+            break
+        if faces:
+            crop, crop_box = crop_face(frame.image, faces[0].box, enlarge=settings.enlarge, size=size)
+            pending.append((frame.index, faces[0], crop_box, crop, frame.image.shape[:2]))
+            if len(pending) >= settings.batch_size:
+                _estimate_and_write(pending, estimator, staging, result.ref, settings, result)
+    _estimate_and_write(pending, estimator, staging, result.ref, settings, result)
+    return multiple
+
+
 def curate_video(
     ref: VideoRef,
     detector: FaceDetector,
@@ -418,35 +444,12 @@ def curate_video(
     staging = staging_folder(dataset_dir, ref)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    size = int(estimator.input_size)
-    pending: list[tuple[int, Face, tuple[int, int, int, int], np.ndarray, tuple[int, int]]] = []
-
-    def flush() -> None:
-        _estimate_and_write(pending, estimator, staging, ref, settings, result)
-
     multiple: str | None = None
     try:
         with VideoStream(ref.path, settings.sampling, ref.frames) as stream:
             result.info = stream.info
             try:
-                for frame in stream:
-                    result.frames_sampled += 1
-                    faces = counted_faces(
-                        _detect(detector, frame.image, settings.det_size),
-                        result.thresholds["min_face_score"],
-                        settings.min_face_size,
-                    )
-                    if len(faces) > 1:
-                        multiple = _multiple_detail(frame.index, faces, result.thresholds)
-                        break
-                    if faces:
-                        crop, crop_box = crop_face(
-                            frame.image, faces[0].box, enlarge=settings.enlarge, size=size
-                        )
-                        pending.append((frame.index, faces[0], crop_box, crop, frame.image.shape[:2]))
-                        if len(pending) >= settings.batch_size:
-                            flush()
-                flush()
+                multiple = _scan_stream(stream, detector, estimator, settings, staging, result)
             finally:
                 result.frames_decoded = stream.frames_decoded
     except VideoReadError as exc:

@@ -104,6 +104,13 @@ class VideoRecord(BaseModel):
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise ValueError(f"{bad} do not match the {n} frame_indices")
+        self._check_frame_indices()
+        self._check_crops_and_angles()
+        return self
+
+    def _check_frame_indices(self) -> None:
+        """Frame indices increase, lie in the shot and within the decoded and sampled frames."""
+        n = len(self.frame_indices)
         if (
             any(b <= a for a, b in zip(self.frame_indices, self.frame_indices[1:], strict=False))
             or self.frame_indices[0] < 0
@@ -118,6 +125,9 @@ class VideoRecord(BaseModel):
                 f"frame_indices go up to {self.frame_indices[-1]} with {n} crops, but only "
                 f"{self.frames_decoded} frames were decoded and {self.frames_sampled} sampled"
             )
+
+    def _check_crops_and_angles(self) -> None:
+        """Crop paths stay inside the dataset directory; ranges and Δ are finite and follow from the angles."""
         for crop in self.crops:
             p = PurePosixPath(crop)
             if p.is_absolute() or ".." in p.parts or not crop:
@@ -131,7 +141,6 @@ class VideoRecord(BaseModel):
                 f"ranges {self.ranges} / delta {self.delta} do not match the angles "
                 f"(expected ranges {expect.tolist()}, delta {float(expect.sum())})"
             )
-        return self
 
     def crop_paths(self, dataset_dir: str | PathLike) -> list[Path]:
         """Absolute paths of the crop images."""

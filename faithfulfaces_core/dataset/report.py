@@ -45,14 +45,10 @@ def histogram(deltas: Sequence[float], threshold: float) -> tuple[list[float], l
     return edges.tolist(), counts.astype(int).tolist()
 
 
-def build_report(
-    records: Sequence[DoneRecord], *, threshold: float, run: RunStats | None = None, shard: str = "0/1"
-) -> dict:
-    """The report as a JSON-able dict (one record per key; the last one wins)."""
-    latest = list({r.key: r for r in records}.values())
-    outcome_counts = Counter(r.outcome for r in latest)
+def _reason_rows(latest: Sequence[DoneRecord]) -> list[dict]:
+    """One row per known (outcome, reason) with its count and description, zero counts included."""
     reason_counts = Counter((r.outcome, r.reason) for r in latest)
-    reasons = [
+    return [
         {
             "outcome": outcome,
             "reason": reason,
@@ -62,25 +58,51 @@ def build_report(
         for outcome, rs in oc.REASONS.items()
         for reason in rs
     ]
+
+
+def _delta_section(latest: Sequence[DoneRecord], threshold: float) -> dict:
+    """The Δ statistics and histogram over the videos that have a Δ."""
     deltas = sorted(r.delta for r in latest if r.delta is not None)
     edges, counts = histogram(deltas, threshold)
+    return {
+        "threshold": threshold,
+        "count": len(deltas),
+        "videos_with_face": sum(1 for r in latest if r.frames_with_face > 0 or r.reason == oc.MULTIPLE_FACES),
+        "min": deltas[0] if deltas else None,
+        "median": float(np.median(deltas)) if deltas else None,
+        "max": deltas[-1] if deltas else None,
+        "bin_edges": edges,
+        "bin_counts": counts,
+    }
+
+
+def _throughput(run: RunStats) -> dict:
+    """Videos and frames of this run per wall-clock second."""
+    wall = max(run.wall_seconds, 1e-9)
+    return {
+        "videos": run.videos,
+        "frames_decoded": run.frames_decoded,
+        "frames_sampled": run.frames_sampled,
+        "wall_seconds": round(run.wall_seconds, 3),
+        "videos_per_second": round(run.videos / wall, 4),
+        "frames_per_second": round(run.frames_decoded / wall, 3),
+        "sampled_frames_per_second": round(run.frames_sampled / wall, 3),
+    }
+
+
+def build_report(
+    records: Sequence[DoneRecord], *, threshold: float, run: RunStats | None = None, shard: str = "0/1"
+) -> dict:
+    """The report as a JSON-able dict (one record per key; the last one wins)."""
+    latest = list({r.key: r for r in records}.values())
+    outcome_counts = Counter(r.outcome for r in latest)
     failed = sorted((r for r in latest if r.outcome == oc.ERROR), key=lambda r: r.key)
     rejected = sorted((r for r in latest if r.outcome == oc.REJECTED), key=lambda r: r.key)
-    with_face = sum(1 for r in latest if r.frames_with_face > 0 or r.reason == oc.MULTIPLE_FACES)
     report = {
         "total": len(latest),
         "outcomes": {o: outcome_counts.get(o, 0) for o in oc.REASONS},
-        "reasons": reasons,
-        "delta": {
-            "threshold": threshold,
-            "count": len(deltas),
-            "videos_with_face": with_face,
-            "min": deltas[0] if deltas else None,
-            "median": float(np.median(deltas)) if deltas else None,
-            "max": deltas[-1] if deltas else None,
-            "bin_edges": edges,
-            "bin_counts": counts,
-        },
+        "reasons": _reason_rows(latest),
+        "delta": _delta_section(latest, threshold),
         "frames": {
             "decoded": sum(r.frames_decoded for r in latest),
             "sampled": sum(r.frames_sampled for r in latest),
@@ -93,16 +115,7 @@ def build_report(
         "shard": shard,
     }
     if run is not None:
-        wall = max(run.wall_seconds, 1e-9)
-        report["throughput"] = {
-            "videos": run.videos,
-            "frames_decoded": run.frames_decoded,
-            "frames_sampled": run.frames_sampled,
-            "wall_seconds": round(run.wall_seconds, 3),
-            "videos_per_second": round(run.videos / wall, 4),
-            "frames_per_second": round(run.frames_decoded / wall, 3),
-            "sampled_frames_per_second": round(run.frames_sampled / wall, 3),
-        }
+        report["throughput"] = _throughput(run)
     return report
 
 

@@ -112,6 +112,23 @@ class VideoScore:
         )
 
 
+def _score_inputs(reference: ReferenceFace | Sequence[ReferenceFace], frames: np.ndarray | Sequence[np.ndarray],
+                  indices: Sequence[int] | None, times: Sequence[float] | None) -> tuple[list, list, list[int]]:
+    """``FaceSim.score``'s arguments as lists (references, frames, one index per frame), or an error
+    naming what is missing or miscounted."""
+    references = [reference] if isinstance(reference, ReferenceFace) else list(reference)
+    if not references:
+        raise FaithfulFacesError("FaceSim needs at least one reference face.")
+    frames = list(frames) if not isinstance(frames, np.ndarray) or frames.ndim == 4 else [frames]
+    indices = list(range(len(frames))) if indices is None else [int(i) for i in indices]
+    if len(indices) != len(frames) or (times is not None and len(times) != len(frames)):
+        raise FaithfulFacesError(
+            f"Got {len(frames)} frames but {len(indices)} indices"
+            f"{'' if times is None else f' and {len(times)} times'}; give one per frame."
+        )
+    return references, frames, indices
+
+
 class FaceSimEvaluator:
     """FaceSim with one detector, pose estimator and recognition model.
 
@@ -202,6 +219,41 @@ class FaceSimEvaluator:
         return {"cosine": float(cosines[best]), "similarity": max(float(cosines[best]), 0.0), "distance": distance,
                 "best_reference": best, "similarity_mean": float(np.clip(cosines, 0.0, None).mean())}
 
+    def _find_all(self, frames: list, indices: list[int], name: str,
+                  progress: bool) -> tuple[list[Found], list[np.ndarray | None]]:
+        """Per frame the faces found and the chosen face's embedding (None where no face was found)."""
+        from tqdm.auto import tqdm
+
+        found_all: list[Found] = []
+        vectors: list[np.ndarray | None] = []
+        for k, frame in tqdm(enumerate(frames), total=len(frames), desc=f"FaceSim {name}", unit="frame",
+                             disable=not progress):
+            frame = as_rgb_uint8(np.asarray(frame), f"frame {indices[k]} of {name}")
+            found = self.find(frame)
+            found_all.append(found)
+            vectors.append(self.embedding(found.image, found.faces[0]) if found.faces else None)
+        return found_all, vectors
+
+    def _frame_score(self, references: list[ReferenceFace], found: Found, vector: np.ndarray | None,
+                     frame_size: tuple[int, int], *, index: int, time: float | None,
+                     angles: EulerAngles | None) -> FrameScore:
+        """One frame's row: its match against ``references`` (empty where no face was found)."""
+        match = {} if vector is None else self._compare(references, vector)
+        return FrameScore(
+            index=index,
+            time=time,
+            faces=len(found.faces),
+            padded=found.padded,
+            box=None if vector is None else self._frame_box(found, frame_size),
+            cosine=match.get("cosine"),
+            similarity=match.get("similarity"),
+            distance=match.get("distance"),
+            angles=angles,
+            references=len(references),
+            best_reference=match.get("best_reference"),
+            similarity_mean=match.get("similarity_mean"),
+        )
+
     def score(
         self,
         reference: ReferenceFace | Sequence[ReferenceFace],
@@ -221,49 +273,15 @@ class FaceSimEvaluator:
         ``indices`` / ``times``: the frames' positions in the video (default ``0..F-1`` / None);
         ``frames_total``: the video's length (default ``F``).
         """
-        references = [reference] if isinstance(reference, ReferenceFace) else list(reference)
-        if not references:
-            raise FaithfulFacesError("FaceSim needs at least one reference face.")
-        frames = list(frames) if not isinstance(frames, np.ndarray) or frames.ndim == 4 else [frames]
-        indices = list(range(len(frames))) if indices is None else [int(i) for i in indices]
-        if len(indices) != len(frames) or (times is not None and len(times) != len(frames)):
-            raise FaithfulFacesError(
-                f"Got {len(frames)} frames but {len(indices)} indices"
-                f"{'' if times is None else f' and {len(times)} times'}; give one per frame."
-            )
-        iterator = enumerate(frames)
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, total=len(frames), desc=f"FaceSim {name}", unit="frame")
-        found_all: list[Found] = []
-        vectors: list[np.ndarray | None] = []
-        for k, frame in iterator:
-            frame = as_rgb_uint8(np.asarray(frame), f"frame {indices[k]} of {name}")
-            found = self.find(frame)
-            found_all.append(found)
-            vectors.append(self.embedding(found.image, found.faces[0]) if found.faces else None)
+        references, frames, indices = _score_inputs(reference, frames, indices, times)
+        found_all, vectors = self._find_all(frames, indices, name, progress)
         with_face = [k for k, f in enumerate(found_all) if f.faces]
         angles = dict(zip(with_face, self._poses([found_all[k] for k in with_face]), strict=True))
-        scores = []
-        for k, (found, vector) in enumerate(zip(found_all, vectors, strict=True)):
-            match = {} if vector is None else self._compare(references, vector)
-            scores.append(
-                FrameScore(
-                    index=indices[k],
-                    time=None if times is None else float(times[k]),
-                    faces=len(found.faces),
-                    padded=found.padded,
-                    box=None if vector is None else self._frame_box(found, frames[k].shape[:2]),
-                    cosine=match.get("cosine"),
-                    similarity=match.get("similarity"),
-                    distance=match.get("distance"),
-                    angles=angles.get(k),
-                    references=len(references),
-                    best_reference=match.get("best_reference"),
-                    similarity_mean=match.get("similarity_mean"),
-                )
-            )
+        scores = [
+            self._frame_score(references, found, vector, frames[k].shape[:2], index=indices[k], angles=angles.get(k),
+                              time=None if times is None else float(times[k]))
+            for k, (found, vector) in enumerate(zip(found_all, vectors, strict=True))
+        ]
         return VideoScore(
             name=name,
             frames_total=len(frames) if frames_total is None else int(frames_total),

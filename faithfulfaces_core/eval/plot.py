@@ -44,6 +44,19 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _axes(top, bottom, *, degrees: str, frames: str, legends: Sequence = ()) -> None:
+    """The layout every FaceSim plot shares: similarity 0..1 on top, angles (``degrees``) below over
+    ``frames``, grids, and the ``legends`` of those axes right of them."""
+    top.set_ylim(-0.05, 1.05)
+    top.set_ylabel("FaceSim (cosine, ≥ 0)")
+    bottom.set_ylabel(degrees)
+    bottom.set_xlabel(frames)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    for ax in legends:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
 def _yaw_guides(ax) -> None:
     for level in (30.0, 60.0):
         for sign in (-1.0, 1.0):
@@ -73,17 +86,10 @@ def plot_video(score: VideoScore, *, title: str | None = None) -> np.ndarray:
                     label="no face")
     if s.mean is not None:
         top.axhline(s.mean, color="#1f5fa8", linestyle="--", linewidth=0.8, label=f"mean {s.mean:.3f}")
-    top.set_ylim(-0.05, 1.05)
-    top.set_ylabel("FaceSim (cosine, ≥ 0)")
-    top.grid(alpha=0.3)
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     for name in ("pitch", "yaw", "roll"):
         bottom.plot(x, score.series(name), marker=".", linewidth=1.0, color=_POSE_COLORS[name], label=name)
     _yaw_guides(bottom)
-    bottom.set_ylabel("degrees")
-    bottom.set_xlabel("frame")
-    bottom.grid(alpha=0.3)
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    _axes(top, bottom, degrees="degrees", frames="frame", legends=(top, bottom))
     bins = "  ".join(f"{b.label}: {_fmt(b.mean)} ({b.frames})" for b in s.yaw_bins)
     fig.suptitle(
         title or f"{score.name}: mean {_fmt(s.mean)}, min {_fmt(s.min)}, no face {s.no_face_frames}/"
@@ -102,13 +108,7 @@ def plot_comparison(scores: Sequence[VideoScore], *, title: str = "FaceSim compa
                         label=f"{score.name} (mean {_fmt(score.summary.mean)})")[0]
         bottom.plot(x, score.series("yaw"), marker=".", linewidth=1.0, color=line.get_color(), label=score.name)
     _yaw_guides(bottom)
-    top.set_ylim(-0.05, 1.05)
-    top.set_ylabel("FaceSim (cosine, ≥ 0)")
-    bottom.set_ylabel("yaw (degrees)")
-    bottom.set_xlabel("frame")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    _axes(top, bottom, degrees="yaw (degrees)", frames="frame", legends=(top,))
     fig.suptitle(title, fontsize=10)
     return _render(fig)
 

@@ -79,7 +79,7 @@ def segments_text(entry: dict) -> str:
 
 def plot_segments(score: VideoScore, parts: list[Segment], *, title: str | None = None) -> np.ndarray:
     """Per-frame similarity and each segment's mean over its frames → ``[H, W, 3]`` uint8."""
-    from .plot import _figure, _fmt, _render
+    from .plot import _axes, _figure, _fmt, _render
 
     fig, top, bottom = _figure()
     x = np.array([f.index for f in score.frames], dtype=np.float64)
@@ -92,13 +92,7 @@ def plot_segments(score: VideoScore, parts: list[Segment], *, title: str | None 
                        label=f"segment {i + 1}: {part.start}–{part.end}, mean {part.mean:.3f}")
         bottom.axvspan(part.start, part.end, color=color, alpha=0.12)
     bottom.plot(x, score.series("yaw"), marker=".", linewidth=1.0, color="#c0392b", label="yaw")
-    top.set_ylim(-0.05, 1.05)
-    top.set_ylabel("FaceSim (cosine, ≥ 0)")
-    bottom.set_ylabel("yaw (degrees)")
-    bottom.set_xlabel("frame (shaded: segments)")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    _axes(top, bottom, degrees="yaw (degrees)", frames="frame (shaded: segments)", legends=(top, bottom))
     fig.suptitle(title or f"{score.name}: identity over time — drift (last − first segment) {_fmt(drift(parts))}",
                  fontsize=10)
     return _render(fig)

@@ -256,18 +256,15 @@ class PoseSelfAttention:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
 
-    def __call__(self, func, *args, **kwargs) -> torch.Tensor:
-        if self.used:
-            return self._plain(func, *args, **kwargs)
-        q, k, v = args[:3]
+    def _check_self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int | None,
+                              rest: dict) -> None:
+        """The call is a Wan self-attention: q/k ``[B, L, heads·D]``, this block's head count, no mask."""
         if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
             raise RuntimeError(  # e.g. the AttentionTensorContainer calls 2026 ComfyUI makes for some models
                 f"Wan's self-attention reached the pose patch with {type(q).__name__} arguments, not "
                 "tensors: this ComfyUI's Wan model differs from the one FaithfulFaces' native patch was "
                 "written for."
             )
-        heads = args[3] if len(args) > 3 else kwargs.get("heads")
-        rest = {key: value for key, value in kwargs.items() if key != "heads"}
         if (q.ndim != 3 or k.ndim != 3 or k.shape[0] != q.shape[0] or k.shape[1] < q.shape[1]
                 or heads != self.attn.num_heads or rest.get("mask") is not None or rest.get("skip_reshape")):
             raise RuntimeError(
@@ -275,6 +272,14 @@ class PoseSelfAttention:
                 f"(q {tuple(q.shape)}, k {tuple(k.shape)}, heads {heads}): this ComfyUI's Wan model "
                 "differs from the one FaithfulFaces' native patch was written for."
             )
+
+    def __call__(self, func, *args, **kwargs) -> torch.Tensor:
+        if self.used:
+            return self._plain(func, *args, **kwargs)
+        q, k, v = args[:3]
+        heads = args[3] if len(args) > 3 else kwargs.get("heads")
+        rest = {key: value for key, value in kwargs.items() if key != "heads"}
+        self._check_self_attention(q, k, v, heads, rest)
         stacked, below = [], self
         while isinstance(below, PoseSelfAttention) and not below.used:
             below.used = True

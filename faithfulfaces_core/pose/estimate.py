@@ -40,6 +40,40 @@ def _choose(faces: list[Face], name: str, policy: str, detector: str) -> int:
     return 0
 
 
+def _image_names(names: Sequence[str] | None, count: int) -> list[str]:
+    """``names`` as a list of one name per image (default ``"image i"``), or an error on a count mismatch."""
+    if names is not None and len(names) != count:
+        raise FaithfulFacesError(f"Got {len(names)} names for {count} images; give one name per image.")
+    return list(names) if names else [f"image {i}" for i in range(count)]
+
+
+def _detect_and_crop(image: np.ndarray, name: str, detector: FaceDetector, policy: str, enlarge: float,
+                     size: int) -> tuple[list[Face], int, np.ndarray, tuple[int, int, int, int]]:
+    """(faces sorted largest first, the chosen one's index, its crop ``[S, S, 3]``, the crop box) of one image."""
+    faces = sorted(detector.detect(image), key=lambda f: (-f.area, -f.score))
+    chosen = _choose(faces, name, policy, detector.name)
+    crop, crop_box = crop_face(image, faces[chosen].box, enlarge=enlarge, size=size)
+    return faces, chosen, crop, crop_box
+
+
+def _face_pose(name: str, found: tuple, row: np.ndarray, detector: FaceDetector,
+               estimator: PoseEstimator) -> FacePose:
+    """One image's ``FacePose`` from its ``_detect_and_crop`` result and its estimated ``row`` (pitch, yaw, roll)."""
+    faces, chosen, crop, crop_box = found
+    pitch, yaw, roll = (float(v) for v in row)
+    second = getattr(faces[chosen], "pose", None)
+    return FacePose(
+        image_name=name,
+        faces=faces,
+        chosen=chosen,
+        crop_box=crop_box,
+        crop=crop,
+        angles=EulerAngles(pitch=pitch, yaw=yaw, roll=roll),
+        backend=f"{detector.name}+{estimator.name}",
+        extra={} if second is None else {f"{detector.name}_pose": second},
+    )
+
+
 def estimate_face_poses(
     images: np.ndarray | Sequence[np.ndarray],
     detector: FaceDetector,
@@ -59,27 +93,19 @@ def estimate_face_poses(
     that carries its own ``pose`` (InsightFace's 3-D landmarks) lands in
     ``FacePose.extra["<detector name>_pose"]``.
     """
+    from tqdm.auto import tqdm
+
     if policy not in POLICIES:
         raise FaithfulFacesError(f"Unknown face policy '{policy}': use one of {', '.join(POLICIES)}.")
     check_enlarge(enlarge)
     names = list(names) if names is not None else None
     image_list = _as_image_list(images, names)
-    if names is not None and len(names) != len(image_list):
-        raise FaithfulFacesError(
-            f"Got {len(names)} names for {len(image_list)} images; give one name per image."
-        )
-    names = names or [f"image {i}" for i in range(len(image_list))]
-    found: list[tuple[list[Face], int, np.ndarray, tuple[int, int, int, int]]] = []
-    iterator = enumerate(image_list)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, total=len(image_list), desc="face detection", unit="image")
-    for i, image in iterator:
-        faces = sorted(detector.detect(image), key=lambda f: (-f.area, -f.score))
-        chosen = _choose(faces, names[i], policy, detector.name)
-        crop, crop_box = crop_face(image, faces[chosen].box, enlarge=enlarge, size=estimator.input_size)
-        found.append((faces, chosen, crop, crop_box))
+    names = _image_names(names, len(image_list))
+    found = [
+        _detect_and_crop(image, names[i], detector, policy, enlarge, estimator.input_size)
+        for i, image in tqdm(enumerate(image_list), total=len(image_list), desc="face detection", unit="image",
+                             disable=not progress)
+    ]
     if not found:
         return []
     crops = np.stack([crop for _, _, crop, _ in found])
@@ -90,23 +116,4 @@ def estimate_face_poses(
         raise FaithfulFacesError(
             f"Pose estimator {estimator.name} returned shape {angles.shape}, expected ({len(found)}, 3)."
         )
-    results = []
-    for i, (faces, chosen, crop, crop_box) in enumerate(found):
-        pitch, yaw, roll = (float(v) for v in angles[i])
-        extra = {}
-        second = getattr(faces[chosen], "pose", None)
-        if second is not None:
-            extra[f"{detector.name}_pose"] = second
-        results.append(
-            FacePose(
-                image_name=names[i],
-                faces=faces,
-                chosen=chosen,
-                crop_box=crop_box,
-                crop=crop,
-                angles=EulerAngles(pitch=pitch, yaw=yaw, roll=roll),
-                backend=f"{detector.name}+{estimator.name}",
-                extra=extra,
-            )
-        )
-    return results
+    return [_face_pose(names[i], f, angles[i], detector, estimator) for i, f in enumerate(found)]

@@ -165,6 +165,26 @@ def _no_choice_error(result: PickResult) -> FaithfulFacesError:
     )
 
 
+def _found_faces(images: list[np.ndarray], names: list[str], detector: FaceDetector, estimator: PoseEstimator,
+                 settings: PickSettings, progress: bool) -> tuple[list, dict[int, str]]:
+    """Every face kept by the multiple-faces policy as (candidate, crop ``[S, S, 3]``, image (H, W)),
+    and per dropped image its reason."""
+    from tqdm.auto import tqdm
+
+    backend = f"{detector.name}+{estimator.name}"
+    found, dropped = [], {}
+    for i, image in tqdm(enumerate(images), total=len(images), desc="reference faces", unit="image",
+                         disable=not progress):
+        faces, picked = _faces(image, detector, settings.multiple_faces)
+        if isinstance(picked, str):
+            dropped[i] = picked
+            continue
+        for j in picked:
+            cand, crop = _candidate(i, names[i], image, faces, j, settings, estimator.input_size, backend)
+            found.append((cand, crop, image.shape[:2]))
+    return found, dropped
+
+
 def pick_reference_faces(
     images: np.ndarray | Sequence[np.ndarray],
     detector: FaceDetector,
@@ -180,21 +200,7 @@ def pick_reference_faces(
     images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
     images = [as_rgb_uint8(np.asarray(im), names[i]) for i, im in enumerate(images)]
-    backend = f"{detector.name}+{estimator.name}"
-    iterator = enumerate(images)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, total=len(images), desc="reference faces", unit="image")
-    found, dropped = [], {}
-    for i, image in iterator:
-        faces, picked = _faces(image, detector, settings.multiple_faces)
-        if isinstance(picked, str):
-            dropped[i] = picked
-            continue
-        for j in picked:
-            cand, crop = _candidate(i, names[i], image, faces, j, settings, estimator.input_size, backend)
-            found.append((cand, crop, image.shape[:2]))
+    found, dropped = _found_faces(images, names, detector, estimator, settings, progress)
     candidates = [_with(c, pose=_with(c.pose, angles=a)) for (c, _, _), a in zip(found, _estimate(estimator, found),
                                                                                strict=True)]
     source = EmbeddingSource(detector, embedder)

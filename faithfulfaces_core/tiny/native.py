@@ -109,17 +109,23 @@ def build_tiny_native_vae(seed: int = 0):
 
 def add_random_lora(transformer, *, seed: int, rank: int = 4, adapter_name: str | None = None) -> None:
     """A FaithfulFaces LoRA adapter whose ``lora_B`` is random (a fresh one is a no-op)."""
-    import torch
-
     from ..wan.lora import ADAPTER_NAME, LoraSpec, add_lora
 
     name = adapter_name or ADAPTER_NAME
     add_lora(transformer, LoraSpec(rank=rank, alpha=rank), adapter_name=name)
+    randomize_lora(transformer, seed=seed, std=0.02, match=f"lora_B.{name}.")
+
+
+def randomize_lora(transformer, *, seed: int, std: float, match: str = "lora_") -> None:
+    """Every parameter whose name holds ``match`` (default: all LoRA weights) drawn from N(0, std²),
+    in ``named_parameters`` order from a generator seeded with ``seed``."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for key, param in transformer.named_parameters():
-            if f"lora_B.{name}." in key:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+            if match in key:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def write_tiny_vae(models_dir: str | Path, *, seed: int = 0) -> Path:

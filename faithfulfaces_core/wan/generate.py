@@ -233,19 +233,35 @@ def _references(reference_image: Any, reference_images: Any, num_frames: int, te
     return references
 
 
-def _enter_injection(stack: ExitStack, transformer, pose_tokens, steps: int, guidance_scale: float, *,
-                     pose_strength: float, pose_start: float, pose_end: float, pose_on_negative: bool):
-    """The pose-token injection for this call (installed for it if the model has none), or None."""
+def _enter_injection(stack: ExitStack, transformer, pose_tokens, pose: PoseTokenSettings, steps: int,
+                     guidance_scale: float):
+    """The LoRA scaling kept as it is, and the pose-token injection for this call (installed for it
+    if the model has none); returns the injection, or None."""
+    from .lora import kept_lora_scaling
+
+    stack.enter_context(kept_lora_scaling(transformer))
     injection = get_pose_injection(transformer)
     if injection is None and pose_tokens is not None:
         injection = install_pose_injection(transformer)
         stack.callback(injection.remove)
     if injection is not None:
         stack.enter_context(injection.use(
-            pose_tokens, strength=pose_strength, start=pose_start, end=pose_end, pose_on_negative=pose_on_negative
+            pose_tokens, strength=pose.strength, start=pose.start, end=pose.end, pose_on_negative=pose.pose_on_negative
         ))
         stack.enter_context(injection.sampling(steps, cfg=guidance_scale > 1.0))
     return injection
+
+
+def _enter_windows(stack: ExitStack, pipe, windows: ContextWindows, num_frames: int, steps: int,
+                   guidance_scale: float, progress: Callable[[int, int], None] | None,
+                   cancel: Callable[[], bool] | None) -> None:
+    """Run every transformer call per context window for this call, with progress and cancel per
+    window call (``steps × passes × windows`` of them)."""
+    video_frames = latent_frames(num_frames, pipe.vae_scale_factor_temporal)
+    calls = int(steps) * (2 if guidance_scale > 1.0 else 1) * len(windows.windows(video_frames))
+    stack.enter_context(windowed_transformer(
+        pipe.transformer, windows, video_frames, on_window=WindowProgress(calls, progress, cancel),
+    ))
 
 
 def _step_callback(injection, steps: int, progress: Callable[[int, int], None] | None,
@@ -262,6 +278,25 @@ def _step_callback(injection, steps: int, progress: Callable[[int, int], None] |
         return {}
 
     return on_step_end
+
+
+def _run_pipeline(pipe, *, references: list, conditioning_scale, steps: int, seed: int, lora_scale: float,
+                  **kwargs) -> np.ndarray:
+    """One ``WanVACEPipeline`` call (a seeded CPU generator, the LoRA scale through ``attention_kwargs``)
+    → its video ``[T, H, W, 3]`` float32 0..1; when it raises (a cancel included) the model hooks are
+    freed first."""
+    try:
+        out = pipe(
+            reference_images=references or None,
+            conditioning_scale=list(conditioning_scale) if isinstance(conditioning_scale, Sequence)
+            else conditioning_scale,
+            num_inference_steps=int(steps), generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+            output_type="np", attention_kwargs=None if lora_scale == 1.0 else {"scale": float(lora_scale)}, **kwargs,
+        )
+    except BaseException:
+        pipe.maybe_free_model_hooks()
+        raise
+    return np.asarray(out.frames[0], dtype=np.float32)
 
 
 def generate(
@@ -302,45 +337,26 @@ def generate(
     ``context_frames`` (video frames per window, 4k+1; None = one window), ``context_overlap``
     (video frames) and ``context_fuse`` (pyramid, flat, overlap-linear) window a long video.
     """
-    from .lora import kept_lora_scaling
-
+    pose = PoseTokenSettings(pose_strength, pose_start, pose_end, bool(pose_on_negative))
     check_inputs(
-        pipe, prompt=prompt, pose_tokens=pose_tokens, width=width, height=height, num_frames=num_frames,
-        steps=steps, guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, lora_scale=lora_scale,
-        pose=PoseTokenSettings(pose_strength, pose_start, pose_end, bool(pose_on_negative)),
+        pipe, prompt=prompt, pose_tokens=pose_tokens, width=width, height=height, num_frames=num_frames, steps=steps,
+        guidance_scale=guidance_scale, conditioning_scale=conditioning_scale, lora_scale=lora_scale, pose=pose,
     )
     windows = context_windows(num_frames, context_frames, context_overlap, context_fuse, pipe.vae_scale_factor_temporal)
     references = _references(reference_image, reference_images, num_frames, pipe.vae_scale_factor_temporal)
     if cancel is not None and cancel():
         raise GenerationCancelled("Generation cancelled before the first step.")
 
-    transformer = pipe.transformer
     with ExitStack() as stack:
-        stack.enter_context(kept_lora_scaling(transformer))
-        injection = _enter_injection(stack, transformer, pose_tokens, steps, guidance_scale, pose_strength=pose_strength,
-                                     pose_start=pose_start, pose_end=pose_end, pose_on_negative=pose_on_negative)
+        injection = _enter_injection(stack, pipe.transformer, pose_tokens, pose, steps, guidance_scale)
         if windows is not None:
-            video_frames = latent_frames(num_frames, pipe.vae_scale_factor_temporal)
-            calls = int(steps) * (2 if guidance_scale > 1.0 else 1) * len(windows.windows(video_frames))
-            stack.enter_context(windowed_transformer(
-                transformer, windows, video_frames, on_window=WindowProgress(calls, progress, cancel),
-            ))
-
+            _enter_windows(stack, pipe, windows, num_frames, steps, guidance_scale, progress, cancel)
         on_step_end = _step_callback(injection, steps, None if windows is not None else progress, cancel)
-        try:
-            out = pipe(
-                prompt=prompt, negative_prompt=negative_prompt, reference_images=references or None,
-                conditioning_scale=list(conditioning_scale) if isinstance(conditioning_scale, Sequence)
-                else conditioning_scale,
-                height=height, width=width, num_frames=num_frames, num_inference_steps=int(steps),
-                guidance_scale=guidance_scale, generator=torch.Generator(device="cpu").manual_seed(int(seed)),
-                output_type="np", attention_kwargs=None if lora_scale == 1.0 else {"scale": float(lora_scale)},
-                callback_on_step_end=on_step_end,
-            )
-        except BaseException:
-            pipe.maybe_free_model_hooks()
-            raise
-    frames = np.asarray(out.frames[0], dtype=np.float32)
+        frames = _run_pipeline(
+            pipe, prompt=prompt, negative_prompt=negative_prompt, references=references,
+            conditioning_scale=conditioning_scale, height=height, width=width, num_frames=num_frames, steps=steps,
+            guidance_scale=guidance_scale, seed=seed, lora_scale=lora_scale, callback_on_step_end=on_step_end,
+        )
     check_decoded_frames(frames)
     return GeneratedVideo(frames=frames, fps=WAN_FPS)
 

@@ -238,6 +238,35 @@ def _cast_like_from_pretrained(state: dict[str, torch.Tensor], dtype: torch.dtyp
     return out
 
 
+def _check_transformer_path(path: Path) -> Path:
+    """``path`` if it is a safetensors file; else a missing-model or wrong-format error naming the source."""
+    if not path.is_file():
+        raise MissingModelError(
+            f"The Wan2.1-VACE transformer file is missing: folder {path.parent}, file {path.name} not found. "
+            f"It comes from {FILE_SOURCE}."
+        )
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(
+            f"{path} is a '{path.suffix}' file; FaithfulFaces loads single-file transformers as .safetensors "
+            f"only (pickled files can run code, GGUF is quantised). Use {FILE_SOURCE}."
+        )
+    return path
+
+
+def _transformer_config(config: str | os.PathLike | Mapping[str, Any] | None, metadata: Mapping[str, str],
+                        diffusers_shapes: dict[str, tuple[int, ...]], path: Path) -> tuple[dict, str]:
+    """(the transformer's diffusers config, what to call it in errors): from ``config``, else the file's
+    own metadata, else the shipped config whose shapes match ``diffusers_shapes``."""
+    what = "Wan2.1-VACE transformer"
+    if config is not None:
+        cfg = dict(config) if isinstance(config, Mapping) else load_config_file(config)
+        return {k: v for k, v in cfg.items() if not k.startswith("_")}, what
+    if metadata.get(KIND_KEY) == WAN_TRANSFORMER_KIND and CONFIG_KEY in metadata:
+        return json.loads(metadata[CONFIG_KEY]), what
+    name, cfg = detect_config(diffusers_shapes, path)
+    return cfg, f"{what} ({name})"
+
+
 def load_transformer_file(
     path: str | os.PathLike,
     *,
@@ -254,17 +283,7 @@ def load_transformer_file(
     from accelerate import init_empty_weights
     from diffusers import WanVACETransformer3DModel
 
-    path = Path(path)
-    if not path.is_file():
-        raise MissingModelError(
-            f"The Wan2.1-VACE transformer file is missing: folder {path.parent}, file {path.name} not found. "
-            f"It comes from {FILE_SOURCE}."
-        )
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(
-            f"{path} is a '{path.suffix}' file; FaithfulFaces loads single-file transformers as .safetensors "
-            f"only (pickled files can run code, GGUF is quantised). Use {FILE_SOURCE}."
-        )
+    path = _check_transformer_path(Path(path))
     metadata = read_metadata(path)
     shapes = _file_shapes(path)
     prefix = split_original_prefix(list(shapes))
@@ -274,15 +293,7 @@ def load_transformer_file(
         raise CheckpointError(f"{path} is {_WRONG_KIND[kind]}. Use {FILE_SOURCE}.")
     diffusers_shapes = _to_diffusers_keys(shapes)
 
-    what = "Wan2.1-VACE transformer"
-    if config is not None:
-        cfg = dict(config) if isinstance(config, Mapping) else load_config_file(config)
-        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    elif metadata.get(KIND_KEY) == WAN_TRANSFORMER_KIND and CONFIG_KEY in metadata:
-        cfg = json.loads(metadata[CONFIG_KEY])
-    else:
-        name, cfg = detect_config(diffusers_shapes, path)
-        what = f"{what} ({name})"
+    cfg, what = _transformer_config(config, metadata, diffusers_shapes, path)
     expected = expected_shapes(cfg)
     if diffusers_shapes is not shapes:  # name keys as the file does: original layout, its prefix
         expected = to_original_state_dict(expected)
@@ -404,6 +415,14 @@ def load_pipeline(
         scheduler=_load_scheduler(folder),
         transformer=transformer,
     )
+    _place(pipe, torch_device, offload, vae_tiling=vae_tiling, vae_slicing=vae_slicing,
+           attention_backend=attention_backend)
+    return pipe
+
+
+def _place(pipe, torch_device: torch.device, offload: Offload, *, vae_tiling: bool, vae_slicing: bool,
+           attention_backend: str | None) -> None:
+    """The VRAM options and the attention backend, then the pipeline on ``torch_device`` (or offloaded to it)."""
     if vae_tiling:
         pipe.vae.enable_tiling()
     if vae_slicing:
@@ -415,4 +434,3 @@ def load_pipeline(
         pipe.enable_sequential_cpu_offload(device=torch_device)
     else:
         pipe.to(torch_device)
-    return pipe

@@ -186,12 +186,8 @@ def to_original_layout(state_dict: Mapping[str, torch.Tensor], config: Mapping[s
     return out
 
 
-def from_original_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Inverse of ``to_original_layout``: (diffusers-keyed weights, LoraConfig kwargs).
-
-    Accepts the ``diffusion_model.`` / ``model.diffusion_model.`` / no prefix, and ``lora_down/up``
-    names; a missing ``alpha`` means alpha = rank (scale 1), as ComfyUI reads it.
-    """
+def _original_modules(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, dict[str, torch.Tensor]]]:
+    """(the keys' common prefix, per original module name its ``A`` / ``B`` / ``alpha`` tensors)."""
     keys = list(state_dict)
     prefix = next((p for p in ORIGINAL_PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
     groups: dict[str, dict[str, torch.Tensor]] = collections.defaultdict(dict)
@@ -207,6 +203,16 @@ def from_original_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[s
                 f"LoRA key '{key}' is not a lora_A / lora_B / alpha entry of the original Wan layout "
                 "(full-weight diffs and other LoRA variants are not supported)."
             )
+    return prefix, groups
+
+
+def from_original_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Inverse of ``to_original_layout``: (diffusers-keyed weights, LoraConfig kwargs).
+
+    Accepts the ``diffusion_model.`` / ``model.diffusion_model.`` / no prefix, and ``lora_down/up``
+    names; a missing ``alpha`` means alpha = rank (scale 1), as ComfyUI reads it.
+    """
+    prefix, groups = _original_modules(state_dict)
     out: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
