@@ -24,16 +24,11 @@ ROW_GAP = 40
 
 @dataclass(frozen=True)
 class Slot:
-    """One input as the frontend lays it out: ``name`` is dotted for a dynamic combo's children.
-
-    ``defaulted``: the frontend fills it with its default when a saved graph has no value for it
-    (optional inputs and the children of a dynamic combo, which newer schemas add).
-    """
+    """One input as the frontend lays it out: ``name`` is dotted for a dynamic combo's children."""
 
     name: str
     kind: Any
     options: dict
-    defaulted: bool
 
 
 def _spec_groups(inputs: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict, bool]]:
@@ -57,15 +52,14 @@ def walk_inputs(info: Mapping[str, Any], choose: Callable[[Slot], Any]) -> list[
             full = f"{prefix}{name}"
             if kind == DYNAMIC_COMBO:
                 keys = [o["key"] for o in options.get("options", [])]
-                slot = Slot(full, "COMBO", {**options, "options": keys, "default": options.get("default", keys[0])},
-                            optional or nested)
+                slot = Slot(full, "COMBO", {**options, "options": keys, "default": options.get("default", keys[0])})
                 slots.append(slot)
                 key = choose(slot)
                 chosen = next((o for o in options.get("options", []) if o["key"] == key), None)
                 if chosen is not None:
                     visit(chosen.get("inputs", {}), f"{full}.", True)
                 continue
-            slot = Slot(full, kind, options, optional or nested)
+            slot = Slot(full, kind, options)
             slots.append(slot)
             choose(slot)
 
@@ -253,8 +247,9 @@ def _api_inputs(node: Mapping[str, Any], info: Mapping[str, Any], links: Mapping
                 file_inputs: Collection[str]) -> dict[str, Any]:
     """A UI node's API inputs: links by socket name, widgets by position in ``widgets_values``.
 
-    Missing trailing values of optional inputs and dynamic-combo children take their defaults, as
-    the frontend does when it loads a graph saved before the schema grew them.
+    Missing trailing values take their widgets' defaults, as the frontend does when it loads a graph
+    saved before the schema grew them (ComfyUI 0.33 added required widgets, e.g. to
+    ``WanContextWindowsManual``, and dynamic-combo children).
     """
     node_id, class_type = str(node["id"]), node["type"]
     values = list(node.get("widgets_values") or [])
@@ -275,8 +270,6 @@ def _api_inputs(node: Mapping[str, Any], info: Mapping[str, Any], links: Mapping
         if not is_widget:
             return None
         if not values:
-            if not slot.defaulted:
-                raise FaithfulFacesError(f"node {node_id} ({class_type}): no widget value for input '{slot.name}'")
             value = widget_default(slot)
         else:
             value = values[0]

@@ -203,3 +203,23 @@ def test_checks_name_the_problem_and_the_fix():
             "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.zeros(32, 4)}
     with pytest.raises(CheckpointError, match=r"is for a 32→32 layer, but this model's 'blocks.0.self_attn.q' is 16→16"):
         check_native_lora_fits(wide, shapes, "w.safetensors")
+
+
+def test_freenoise_sees_the_video_frames_only():
+    """ComfyUI 0.33's FreeNoise copies noise between frames by window position: not the reference frames'."""
+    from faithfulfaces_core.native.context import ReferenceFrameHandler
+
+    class Inner:  # stands for comfy's IndexListContextHandler (dim 2)
+        dim = 2
+
+        def _apply_freenoise(self, noise, conds, seed):
+            self.seen = noise.clone()
+            noise[:, :, 3:] = noise[:, :, :2]  # copies as apply_freenoise does
+            return noise
+
+    inner = Inner()
+    noise = torch.randn(1, 4, 1 + 5, 2, 2, generator=torch.Generator().manual_seed(2))
+    out = ReferenceFrameHandler(inner, reference_frames=1)._apply_freenoise(noise.clone(), [], seed=0)
+    assert torch.equal(inner.seen, noise[:, :, 1:])
+    assert torch.equal(out[:, :, :1], noise[:, :, :1])
+    assert torch.equal(out[:, :, 4:], noise[:, :, 1:3]) and torch.equal(out[:, :, 1:4], noise[:, :, 1:4])

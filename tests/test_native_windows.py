@@ -4,7 +4,8 @@ As in ``test_native_patch.py``, ComfyUI runs in a subprocess: the tiny transform
 ``load_diffusion_model``, ``CFGGuider`` + a one-call sampler, a recording ``diffusion_model``
 wrapper that keeps every window call's inputs, output, window and the number of pose-attention
 calls it made. The latent is 1 VACE reference frame (mask 0) + 6 video frames, cut into windows
-of 3 with overlap 1: video frames [0, 1, 2], [2, 3, 4], [3, 4, 5].
+of 3 with overlap 1: video frames [0, 1, 2], [2, 3, 4], [3, 4, 5] (on ComfyUI 0.33 and later each
+window after the first also gets the frame before it, whose output ComfyUI drops).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ COMFY_BODY = """
                           "sigma": float(options["sigmas"].max()),
                           "rows": list(options.get("cond_or_uncond") or [0]),
                           "window": None if window is None else list(window.index_list),
+                          "anchor": getattr(window, "causal_anchor_index", None),
                           "pose": pose_calls[before:]})
             return out
         return record
@@ -83,7 +85,8 @@ COMFY_BODY = """
         for i, call in enumerate(calls):
             for key in ("x", "t", "context", "vace", "out"):
                 tensors[f"{name}.{i}.{key}"] = call[key].contiguous()
-        results[name] = [{"rows": c["rows"], "window": c["window"], "pose": c["pose"], "sigma": c["sigma"]}
+        results[name] = [{"rows": c["rows"], "window": c["window"], "anchor": c["anchor"], "pose": c["pose"],
+                          "sigma": c["sigma"]}
                          for c in calls]
 
     tokens, tokens2 = data["tokens"], data["tokens2"]
@@ -129,14 +132,21 @@ def test_comfyui_alone_drops_or_breaks_the_reference(native, comfy_dir):
         assert [c["window"][0] for c in results["plain"]][1:] != [0, 0]
 
 
+def call_frames(call: dict) -> list[int]:
+    """Video frames one window call got: ComfyUI 0.33+ (``causal_window_fix``) puts the frame before the
+    window in front of it and drops its output again; 0.3.75 has no such anchor."""
+    anchor = call["anchor"]
+    return ([anchor] if anchor is not None and anchor >= 0 else []) + call["window"]
+
+
 def test_every_window_gets_the_reference_and_its_vace_frames(native):
     results, t, _, _ = native
     calls = results["pose"]
     assert [c["window"] for c in calls] == WINDOWS
     full_x = t["whole.0.x"]  # the unwindowed call's input: reference + 6 video frames
     full_vace = t["whole.0.vace"]
-    for i, window in enumerate(WINDOWS):
-        frames = [0] + [1 + f for f in window]
+    for i, call in enumerate(calls):
+        frames = [0] + [1 + f for f in call_frames(call)]
         assert torch.equal(t[f"pose.{i}.x"], full_x[:, :, frames]), i
         assert torch.equal(t[f"pose.{i}.vace"], full_vace[:, :, :, frames]), i
     # the patch before or after the context-windows node: the same run
@@ -193,7 +203,8 @@ def test_one_window_equals_a_direct_call_and_the_fusion_is_comfyuis(native):
         counts = torch.zeros(VIDEO)
         for i, window in enumerate(WINDOWS):
             w = window_weights(spec.fuse, window, VIDEO, spec.overlap)
-            video[:, :, window] += (x[:, :, [1 + f for f in window]] - SIGMA * outs[i, kind][:, :, 1:]) * w.view(1, 1, -1, 1, 1)
+            skip = 1 + len(call_frames(results["pose"][i])) - len(window)  # the reference, and an anchor
+            video[:, :, window] += (x[:, :, [1 + f for f in window]] - SIGMA * outs[i, kind][:, :, skip:]) * w.view(1, 1, -1, 1, 1)
             counts[window] += w
         ref = torch.stack([x[:, :, :1] - SIGMA * outs[i, kind][:, :, :1] for i in range(3)]).mean(0)
         fused[kind] = torch.cat([ref, video / counts.view(1, 1, -1, 1, 1)], dim=2)

@@ -81,7 +81,6 @@ def test_dynamic_combo_children_follow_their_parent_with_dotted_names():
     assert [s.name for s in slots] == ["video", "filename_prefix", "format", "format.codec", "format.codec.encoding",
                                        "format.codec.encoding.crf", "format.codec.encoding.color_space", "codec"]
     assert slots[2].options["options"] == ["auto", "mp4", "mkv", "webm"]
-    assert not slots[2].defaulted and slots[3].defaulted and slots[-1].defaulted
     webm = walk_inputs(info, lambda s: "webm" if s.name == "format" else widget_default(s))
     assert next(s for s in webm if s.name == "format.codec").options["options"] == ["auto", "av1"]
 
@@ -124,13 +123,13 @@ def test_invalid_values_in_dynamic_children_are_refused():
         ui_to_api(ui, object_info_033())
 
 
-def test_a_required_widget_without_a_value_and_left_over_values_are_errors():
+def test_missing_trailing_values_take_defaults_and_left_over_values_are_errors():
     info = object_info_033()
     ui = api_to_ui(prompt({"format": "mp4"}), info)
     short = copy.deepcopy(ui)
-    node(short, 3)["widgets_values"] = ["ff/video"]
-    with pytest.raises(FaithfulFacesError, match="no widget value for input 'format'"):
-        ui_to_api(short, info)
+    node(short, 3)["widgets_values"] = ["ff/video"]  # as the frontend loads it: the rest at their defaults
+    assert ui_to_api(short, info)["3"]["inputs"] == {"video": ["2", 0], "filename_prefix": "ff/video", "format": "auto",
+                                                     "format.codec": "auto", "codec": "auto"}
     long = copy.deepcopy(ui)
     node(long, 2)["widgets_values"] = [16.0, 8, "extra"]
     with pytest.raises(FaithfulFacesError, match=r"1 widget value\(s\) left over \(\['extra'\]\)"):

@@ -97,6 +97,16 @@ class ReferenceFrameHandler:
         dim = self.inner.dim
         return x_in.narrow(dim, self.reference_frames, x_in.size(dim) - self.reference_frames)
 
+    def _apply_freenoise(self, noise: torch.Tensor, conds: list, seed: int) -> torch.Tensor:
+        """FreeNoise (ComfyUI 0.33+, called by its ``sampler_sample`` wrapper) over the video frames only.
+
+        ComfyUI copies noise between frames by window position; over the whole latent it would copy the
+        reference frames' noise into the video and lay its windows one frame off ours.
+        """
+        dim, count = self.inner.dim, self.reference_frames
+        video = self.inner._apply_freenoise(self._video(noise).clone(), conds, seed)
+        return torch.cat([noise.narrow(dim, 0, count), video], dim=dim)
+
     def should_use_context(self, model, conds, x_in, timestep, model_options) -> bool:
         return self.inner.should_use_context(model, conds, self._video(x_in), timestep, model_options)
 
