@@ -25,6 +25,11 @@ class LoadAligner(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, aligner):
+        """The pack's missing-file message at queue time on every ComfyUI (0.33 would answer "Value not in list")."""
+        return models.check_model("faithfulfaces", aligner)
+
+    @classmethod
     def execute(cls, aligner, device) -> io.NodeOutput:
         from faithfulfaces_core.aligner import load_aligner
         from faithfulfaces_core.devices import resolve_device

@@ -145,7 +145,7 @@ def test_paths_outside_the_model_folders_are_refused_alike(comfy, portrait, tmp_
 
 @pytest.mark.comfy
 def test_the_aligner_loader_refuses_paths_outside_its_folder(comfy, portrait):
-    """LoadAligner has no queue-time check; the node itself refuses the path when it runs."""
+    """LoadAligner checks its file at queue time, with the pack's message on every host."""
     from faithfulfaces_core.demo import tiny_settings
 
     prompt = with_inputs(load_api_workflow("faithfulfaces_identity_video"), tiny_settings("dlib"))
