@@ -106,6 +106,9 @@ def open_workflow(driver, server: ComfyServer, name: str, edit=None) -> dict:
     """Load UI workflow ``name`` (after ``edit(workflow)`` if given) into a fresh page."""
     for target in (REFERENCE_NAME, *PHOTO_NAMES):  # the workflows' LoadImage files
         shutil.copyfile(reference_photo(), server.input_dir / target)
+    if driver.current_url.startswith(server.url):
+        # the frontend restores the last open workflow from storage, after a load of ours (1.49 raced it)
+        driver.execute_script("localStorage.clear(); sessionStorage.clear();")
     driver.get(server.url)
     wait_for(driver, "return !!(window.app && window.app.graph && window.LiteGraph"
                      " && Object.keys(LiteGraph.registered_node_types).length > 400)")
