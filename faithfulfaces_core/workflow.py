@@ -31,11 +31,11 @@ class Slot:
     options: dict
 
 
-def _spec_groups(inputs: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict, bool]]:
+def _spec_groups(inputs: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict]]:
     for group in ("required", "optional"):
         for name, spec in (inputs.get(group) or {}).items():
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            yield name, spec[0], options, group == "optional"
+            yield name, spec[0], options
 
 
 def walk_inputs(info: Mapping[str, Any], choose: Callable[[Slot], Any]) -> list[Slot]:
@@ -47,8 +47,8 @@ def walk_inputs(info: Mapping[str, Any], choose: Callable[[Slot], Any]) -> list[
     """
     slots: list[Slot] = []
 
-    def visit(inputs: Mapping[str, Any], prefix: str, nested: bool) -> None:
-        for name, kind, options, optional in _spec_groups(inputs):
+    def visit(inputs: Mapping[str, Any], prefix: str) -> None:
+        for name, kind, options in _spec_groups(inputs):
             full = f"{prefix}{name}"
             if kind == DYNAMIC_COMBO:
                 keys = [o["key"] for o in options.get("options", [])]
@@ -57,13 +57,13 @@ def walk_inputs(info: Mapping[str, Any], choose: Callable[[Slot], Any]) -> list[
                 key = choose(slot)
                 chosen = next((o for o in options.get("options", []) if o["key"] == key), None)
                 if chosen is not None:
-                    visit(chosen.get("inputs", {}), f"{full}.", True)
+                    visit(chosen.get("inputs", {}), f"{full}.")
                 continue
             slot = Slot(full, kind, options)
             slots.append(slot)
             choose(slot)
 
-    visit(info.get("input", {}), "", False)
+    visit(info.get("input", {}), "")
     return slots
 
 
