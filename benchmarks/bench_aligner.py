@@ -189,7 +189,7 @@ def run_worker(args: argparse.Namespace, mode: str, batch: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
@@ -206,28 +206,19 @@ def main() -> None:
     parser.add_argument("--chunk-faces", type=int, default=1024, help="faces for the align() chunk sweep")
     parser.add_argument("--chunks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the chunk sweep")
+    parser.add_argument("--sweep-only", action="store_true", help="only the align() chunk sweep (section 3)")
     _common.add_tiny_flag(parser)
     args = parser.parse_args()
     if _common.is_tiny(args):
         args.batches, args.split_batches, args.min_time, args.max_repeats = [2], [2], 0.0, 1
         args.dictionary_size, args.crop_size, args.chunk_faces, args.chunks, args.rounds = 64, 32, 8, [2], 2
         args.token_dim = 64
-    if args.worker:
-        print(json.dumps(worker(args)))
-        return
+    return args
 
-    from rich.console import Console
+
+def throughput_table(args: argparse.Namespace, console) -> None:
     from rich.table import Table
 
-    console = Console()
-    cfg = AlignerConfig(dictionary_size=args.dictionary_size, token_dim=args.token_dim)
-    n_params = sum(p.numel() for p in PoseSharedAligner(cfg).parameters())
-    console.print(
-        f"aligner: d={cfg.dim}, {cfg.depth}-layer patch transformer, N={(cfg.image_size // cfg.patch_size) ** 2} "
-        f"tokens of {cfg.image_size}px crops, K={cfg.dictionary_size}, M={cfg.num_tokens}x C={cfg.token_dim}, "
-        f"{n_params / 1e6:.2f} M parameters; device {args.device}, {args.dtype}, "
-        f"{args.threads or torch.get_num_threads()} threads, input crops {args.crop_size}px; {_common.machine()}"
-    )
     table = Table(title="Aligner throughput and peak memory "
                         "(forward: B faces; fwd+bwd: a training step on B pairs = 2B faces)")
     table.add_column("batch B", justify="right")
@@ -242,6 +233,10 @@ def main() -> None:
             row += [f"{result['faces_per_s']:.1f}", f"{result['peak_mib']:.0f}"] if result else ["failed", "-"]
         table.add_row(*row)
     console.print(table)
+
+
+def split_table(args: argparse.Namespace, console) -> None:
+    from rich.table import Table
 
     split = Table(title="Training-step cost split (ms; B pairs = 2B faces; fwd / bwd)")
     split.add_column("stage")
@@ -262,10 +257,15 @@ def main() -> None:
                                  for p in args.split_batches), []))
     console.print(split)
 
+
+def sweep_table(args: argparse.Namespace, console) -> None:
+    from rich.table import Table
+
     with console.status("align() chunk sweep"):
         rates, ratios, floor = chunk_sweep(args)
     sweep = Table(title=f"align() on {args.chunk_faces} faces by chunk size (forward; FLOP floor {floor:.0f} faces/s "
-                        f"at {_common.gemm_rate() / 1e9:.0f} GFLOP/s fp32 GEMM)")
+                        f"at {_common.gemm_rate() / 1e9:.0f} GFLOP/s fp32 GEMM; {args.rounds} rounds; "
+                        f"{_common.machine()})")
     for col in ("chunk", "faces/s (best round)", "of floor", f"time vs chunk {ALIGN_CHUNK} (median, IQR)"):
         sweep.add_column(col, justify="right")
     for c, rate in rates.items():
@@ -277,6 +277,28 @@ def main() -> None:
                     f"{rates[ALIGN_CHUNK]:.1f} faces/s", f"{floor:.0f} faces/s",
                     note=f"fastest chunk {best}; one piece: {ratios[args.chunk_faces]}")
 
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    from rich.console import Console
+
+    console = Console()
+    cfg = AlignerConfig(dictionary_size=args.dictionary_size, token_dim=args.token_dim)
+    n_params = sum(p.numel() for p in PoseSharedAligner(cfg).parameters())
+    console.print(
+        f"aligner: d={cfg.dim}, {cfg.depth}-layer patch transformer, N={(cfg.image_size // cfg.patch_size) ** 2} "
+        f"tokens of {cfg.image_size}px crops, K={cfg.dictionary_size}, M={cfg.num_tokens}x C={cfg.token_dim}, "
+        f"{n_params / 1e6:.2f} M parameters; device {args.device}, {args.dtype}, "
+        f"{args.threads or torch.get_num_threads()} threads, input crops {args.crop_size}px; {_common.machine()}"
+    )
+    if not args.sweep_only:
+        throughput_table(args, console)
+        split_table(args, console)
+    sweep_table(args, console)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ frames) through dlib HOG + PnP with each stage beyond the paper on and off, besi
 and decode + detection at the det size (the goal: the pipeline at >= 0.8 of the latter).
 
     python benchmarks/bench_dataset.py [--videos 8] [--frames 50] [--size 640x360]
-    python benchmarks/bench_dataset.py --stages [--stage-frames 24]
+    python benchmarks/bench_dataset.py --stages [--stage-frames 24] [--stage-rounds 3]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,7 +166,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def curation_stages(tmp: Path, frames: int) -> None:
+GOAL_ROW, GOAL_FLOOR = "pipeline, det size 640 + thresholds + identity", "decode + HOG at det size 640"
+PAPER_ROW, PAPER_FLOOR = "pipeline, paper rules (HOG full size)", "decode + HOG at full size"
+
+
+def stage_rows(tmp: Path, frames: int) -> list[tuple[str, object]]:
+    """(name, zero-argument run) for every curation-stage row, on a clip written under ``tmp``."""
     from faithfulfaces_core.dataset.build import build_dataset
     from faithfulfaces_core.dataset.captions import SidecarCaptioner
     from faithfulfaces_core.dataset.curate import CurationSettings, _detect
@@ -193,29 +199,42 @@ def curation_stages(tmp: Path, frames: int) -> None:
                       progress=False, print_summary=False)
 
     paper = dict(min_face_score=0.0, min_face_size=0.0, identity="off")
-    rows = [
+    return [
         ("decode only", lambda: decode()),
-        ("decode + HOG at full size", lambda: decode(None, hog)),
-        ("decode + HOG at det size 640", lambda: decode(640, hog)),
-        ("pipeline, paper rules (HOG full size)", lambda: pipeline(hog, **paper)),
+        (PAPER_FLOOR, lambda: decode(None, hog)),
+        (PAPER_ROW, lambda: pipeline(hog, **paper)),
+        (GOAL_FLOOR, lambda: decode(640, hog)),
         ("pipeline, det size 640", lambda: pipeline(hog, **{**paper, "det_size": 640})),
         ("pipeline, det size 640 + thresholds", lambda: pipeline(hog, det_size=640, identity="off")),
-        ("pipeline, det size 640 + thresholds + identity", lambda: pipeline(hog_embed, det_size=640)),
+        (GOAL_ROW, lambda: pipeline(hog_embed, det_size=640)),
         ("pipeline, all of the above + shots", lambda: pipeline(hog_embed, det_size=640, shots=True)),
         ("pipeline, det size 640 + CNN retry on face-less frames",
          lambda: pipeline(DlibFaceDetector("hog", 1, 0.25, cnn_retry=True), det_size=640, identity="off")),
     ]
-    print(f"\n| stage ({frames} frames 1280×720, every frame sampled, dlib HOG upsample 1 + PnP) | s | frames/s |")
-    print("|---|---:|---:|")
-    rates = {}
-    for name, fn in rows:
-        seconds = _timed(fn)
-        rates[name] = frames / seconds
-        print(f"| {name} | {seconds:.2f} | {frames / seconds:.1f} |")
-    goal = rates["pipeline, det size 640 + thresholds + identity"] / rates["decode + HOG at det size 640"]
-    full = rates["pipeline, paper rules (HOG full size)"] / rates["decode + HOG at full size"]
-    print(f"\npipeline, paper rules / (decode + detect at full size) = {full:.2f}")
-    print(f"\npipeline (det size 640, thresholds, identity) / (decode + detect at det size 640) = {goal:.2f} (goal >= 0.8)")
+
+
+def curation_stages(tmp: Path, frames: int, rounds: int) -> None:
+    """Every stage row ``rounds`` times, in alternating order; median seconds per row, and the
+    per-round ratios of the pipeline's rate to its floor's (a row and its floor run close in time)."""
+    rows = stage_rows(tmp, frames)
+    times: dict[str, list[float]] = {name: [] for name, _ in rows}
+    for r in range(rounds):
+        for name, fn in rows[:: 1 if r % 2 == 0 else -1]:
+            times[name].append(_timed(fn))
+    print(f"curation stages, dlib HOG + PnP on one 1280×720 clip, {rounds} rounds (alternating order); "
+          f"{_common.machine()}")
+    print(f"\n| stage ({frames} frames 1280×720, every frame sampled, dlib HOG upsample 1 + PnP) "
+          f"| s (median) | frames/s | rate / decode only |")
+    print("|---|---:|---:|---:|")
+    decode_s = statistics.median(times["decode only"])
+    for name, _ in rows:
+        seconds = statistics.median(times[name])
+        print(f"| {name} | {seconds:.2f} | {frames / seconds:.1f} | {decode_s / seconds:.2f} |")
+    for row, floor, label in ((PAPER_ROW, PAPER_FLOOR, "paper rules"), (GOAL_ROW, GOAL_FLOOR, "goal >= 0.8")):
+        ratio = _common.ratio_stats([f / p for f, p in zip(times[floor], times[row], strict=True)])
+        print(f"\n{row} / ({floor}), rate ratio per round: {ratio} ({label})")
+        _common.summary("dataset", f"curation: {row} / ({floor})", f"{ratio.median:.2f}",
+                        note=f"{label}; {ratio}")
 
 
 def decode_only(corpus: Path) -> tuple[int, float]:
@@ -245,6 +264,7 @@ def main() -> None:
     )
     parser.add_argument("--stages", action="store_true", help="only the curation-stage table (real dlib models)")
     parser.add_argument("--stage-frames", type=int, default=24, help="frames of the curation-stage clip")
+    parser.add_argument("--stage-rounds", type=int, default=3, help="rounds of the curation-stage rows")
     parser.add_argument("--child-memory", nargs=2, metavar=("VIDEO", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--pose", default="scripted", help=argparse.SUPPRESS)
     _common.add_tiny_flag(parser)
@@ -257,7 +277,7 @@ def main() -> None:
         return
     if args.stages:
         with tempfile.TemporaryDirectory() as tmp_name:
-            curation_stages(Path(tmp_name), args.stage_frames)
+            curation_stages(Path(tmp_name), args.stage_frames, args.stage_rounds)
         return
 
     import torch

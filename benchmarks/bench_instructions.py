@@ -31,6 +31,7 @@ CONDITIONS = {
     "plain": "plain transformer",
     "tokens": "pose-token injection, 4 tokens (strength 1)",
     "lora": "LoRA rank 128, unfused",
+    "lora_fused": "LoRA rank 128, fused into the weights",
 }
 
 
@@ -54,8 +55,10 @@ def child(args) -> None:
                   return_dict=False)
     if args.child == "tokens":
         install_pose_injection(model).set_tokens(torch.randn(1, 4, args.heads * 128))
-    if args.child == "lora":
+    if args.child in ("lora", "lora_fused"):
         add_lora(model, LoraSpec(rank=128))
+    if args.child == "lora_fused":
+        model.fuse_lora(lora_scale=1.0)
     import ctypes
 
     probe = ctypes.CDLL(args.probe)
