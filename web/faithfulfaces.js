@@ -56,7 +56,7 @@ function isUnused(node, widget) {
   return !!chooser && !rule.values.includes(chooser.value);
 }
 
-export function parkUnusedFiles(node) {
+function parkUnusedFiles(node) {
   const parked = (node.properties ??= {}).faithfulfaces_parked ??= {};
   for (const w of node.widgets || []) {
     if (!node.ffUsedBy?.[w.name]) continue;
