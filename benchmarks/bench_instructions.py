@@ -10,6 +10,13 @@ for the ``N`` measured forward calls only, so callgrind's ``Collected`` count is
 ``WanVACETransformer3DModel`` with one transformer block (and its VACE block) at Wan2.1-1.3B's
 width (12 heads × 128 = 1536, FFN 8960, 4096-wide text) on ≥ 1.5k video tokens; one torch thread.
 
+Valgrind emulates fused multiply-add slowly (about 5 M instructions/s on MKL's AVX2 kernels:
+over two hours per condition here), so the children run MKL, oneDNN and ATen on their SSE
+kernels (``KERNEL_ENV``): 12× less time per FLOP under valgrind, the same arithmetic in more
+instructions.
+The counts are therefore those of an SSE build, larger than an AVX-512 run executes; the ratios
+between conditions, which compare the same kernels, are the figure.
+
     python benchmarks/bench_instructions.py            # real width (valgrind: slow, minutes per condition)
     python benchmarks/bench_instructions.py --tiny     # small width (still a torch import under valgrind)
 """
@@ -23,9 +30,14 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import _common
+
+# SSE kernels everywhere (see the module docstring); one thread, so the count is one stream's
+KERNEL_ENV = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",
+              "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 CONDITIONS = {
     "plain": "plain transformer",
@@ -88,17 +100,20 @@ def build_probe(folder: str) -> str:
 
 def instructions(args, condition: str, probe: str) -> int:
     """Instructions callgrind collected during the child's measured forward calls."""
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/cg.out",
                sys.executable, __file__, "--probe", probe,
                "--child", condition, "--calls", str(args.calls), "--heads", str(args.heads), "--ffn", str(args.ffn),
                "--frames", str(args.frames), "--side", str(args.side), "--text", str(args.text)]
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = dict(os.environ, **KERNEL_ENV)
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         found = re.findall(r"Collected\s*:\s*(\d+)", done.stderr)
         if done.returncode != 0 or not found:
             raise RuntimeError(f"callgrind run of '{condition}' failed (exit {done.returncode}): "
                                f"{done.stderr.strip().splitlines()[-3:]}")
+        print(f"  {condition}: {int(found[-1]) / 1e9:.3f} G instructions "
+              f"({time.perf_counter() - start:.0f} s under valgrind)", flush=True)
         return int(found[-1])
 
 
