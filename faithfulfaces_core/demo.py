@@ -26,12 +26,9 @@ PHOTO_NAMES = ("faithfulfaces_photo_1.png", "faithfulfaces_photo_2.png", "faithf
 
 def reference_photo() -> Path:
     """Tom Hanks' portrait from InsightFace's wheel (a real, single, frontal face)."""
-    import importlib.util
+    from .tiny.photos import PORTRAIT, photo_path
 
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("The demo's reference photo ships with insightface: pip install -r requirements.txt")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "images" / "Tom_Hanks_54745.png"
+    return photo_path(*PORTRAIT)
 
 
 def load_api_workflow(name: str) -> dict:

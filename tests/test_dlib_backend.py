@@ -20,6 +20,7 @@ from faithfulfaces_core.pose import dlib_backend as db
 from faithfulfaces_core.pose import rotation
 from faithfulfaces_core.pose.types import Face, FaceDetector, PoseEstimator
 from faithfulfaces_core.tiny.landmarks import silhouette_landmarks
+from faithfulfaces_core.tiny.photos import ASTRONAUT, GROUP, PORTRAIT, load_photo
 
 pytest.importorskip("cv2")
 
@@ -27,22 +28,12 @@ MIRROR_TOLERANCE_DEG = 5.0  # measured worst case on the photographs: 3.6° (yaw
 SIZE = (480, 640)
 
 
-def _photo(package: str, relative: str) -> np.ndarray:
-    from PIL import Image
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed (it ships the test photograph {relative})")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
     return {
-        "hanks": _photo("insightface", "data/images/Tom_Hanks_54745.png"),
-        "t1": _photo("insightface", "data/images/t1.jpg"),
-        "astronaut": _photo("skimage", "data/astronaut.png"),
+        "hanks": load_photo(*PORTRAIT),
+        "t1": load_photo(*GROUP),
+        "astronaut": load_photo(*ASTRONAUT),
     }
 
 

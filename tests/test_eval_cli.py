@@ -4,7 +4,6 @@ plus video sampling and the CLI's error messages."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,16 +17,10 @@ from faithfulfaces_core.dataset.encode import write_video
 from faithfulfaces_core.eval.cli import main
 from faithfulfaces_core.eval.plot import PLOT_HEIGHT, PLOT_WIDTH
 from faithfulfaces_core.eval.video import count_frames, read_sampled_frames
+from faithfulfaces_core.tiny.photos import GROUP, PORTRAIT, load_photo
 from faithfulfaces_core.tiny.scripted import gray_level, write_gray_video
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _photo(relative: str) -> np.ndarray:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("insightface is not installed (it ships the test photographs)")
-    return np.asarray(Image.open(Path(next(iter(spec.submodule_search_locations))) / relative).convert("RGB"))
 
 
 def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
@@ -38,8 +31,8 @@ def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
 def inputs(tmp_path_factory):
     pytest.importorskip("dlib")
     folder = tmp_path_factory.mktemp("facesim_cli")
-    hanks = _photo("data/images/Tom_Hanks_54745.png")  # 112 x 112, one face
-    group = _photo("data/images/t1.jpg")
+    hanks = load_photo(*PORTRAIT)  # 112 x 112, one face
+    group = load_photo(*GROUP)
     other = group[67 - 15 : 67 + 145, 870 - 15 : 870 + 145]  # another person's face, 160 x 160
     Image.fromarray(hanks).save(folder / "reference.png")
     flip = np.ascontiguousarray(hanks[:, ::-1])
@@ -103,8 +96,8 @@ def test_cli_end_to_end_dlib_on_a_real_photograph(inputs):
 
 def test_long_video_gets_similarity_per_segment_and_its_plot(inputs, capsys):
     """12 frames: the reference person in frames 0-5, someone else in 6-11; segments of 6, overlap 2."""
-    hanks = _photo("data/images/Tom_Hanks_54745.png")
-    group = _photo("data/images/t1.jpg")
+    hanks = load_photo(*PORTRAIT)
+    group = load_photo(*GROUP)
     other = np.asarray(Image.fromarray(group[67 - 15 : 67 + 145, 870 - 15 : 870 + 145]).resize((112, 112)))
     flip = np.ascontiguousarray(hanks[:, ::-1])
     video = _write_video(inputs / "drift.mp4", [hanks, flip] * 3 + [other, other[:, ::-1]] * 3)
@@ -162,7 +155,7 @@ def test_cli_errors_name_the_fix(tmp_path, capsys):
 def test_cli_with_several_references_takes_the_best_match(inputs):
     from faithfulfaces_core.eval.cli import main
 
-    Image.fromarray(np.ascontiguousarray(_photo("data/images/Tom_Hanks_54745.png")[:, ::-1])).save(
+    Image.fromarray(np.ascontiguousarray(load_photo(*PORTRAIT)[:, ::-1])).save(
         inputs / "mirrored.png")
     out = inputs / "two_refs"
     assert main([str(inputs / "reference.png"), str(inputs / "hanks.mp4"), "--reference", str(inputs / "mirrored.png"),

@@ -7,9 +7,6 @@ photographs are the ones installed packages ship, with the no-download dlib back
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -24,6 +21,7 @@ from faithfulfaces_core.references import (
 )
 from faithfulfaces_core.references.coverage import coverage_angle, head_directions
 from faithfulfaces_core.references.plot import HEIGHT, WIDTH, plot_coverage
+from faithfulfaces_core.tiny.photos import ASTRONAUT, GROUP, PORTRAIT, load_photo
 
 
 class PlannedDetector:
@@ -159,24 +157,15 @@ def test_sharpness_falls_with_blur():
     assert values[-1] < PickSettings().min_sharpness < values[0]
 
 
-def _photo(package: str, relative: str) -> np.ndarray:
-    from PIL import Image
-
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        pytest.skip(f"{package} is not installed (it ships the test photograph {relative})")
-    return np.asarray(Image.open(Path(spec.origin).parent / relative).convert("RGB"))
-
-
 def test_real_photographs_reject_the_group_and_the_stranger():
     pytest.importorskip("dlib")
     import cv2
 
     from faithfulfaces_core.pose.backends import build_backend
 
-    hanks = _photo("insightface", "data/images/Tom_Hanks_54745.png")
-    group = _photo("insightface", "data/images/t1.jpg")
-    astronaut = _photo("skimage", "data/astronaut.png")
+    hanks = load_photo(*PORTRAIT)
+    group = load_photo(*GROUP)
+    astronaut = load_photo(*ASTRONAUT)
     mirrored = hanks[:, ::-1].copy()
     larger = cv2.resize(hanks, (224, 224), interpolation=cv2.INTER_CUBIC)
     blurred = cv2.GaussianBlur(larger, (0, 0), 4.0)
@@ -208,10 +197,10 @@ def test_cli_writes_crops_plot_and_report(tmp_path):
 
     from faithfulfaces_core.references.cli import main
 
-    hanks = _photo("insightface", "data/images/Tom_Hanks_54745.png")
+    hanks = load_photo(*PORTRAIT)
     paths = []
     for name, image in (("a.png", hanks), ("b.png", hanks[:, ::-1]), ("group.jpg",
-                                                                      _photo("insightface", "data/images/t1.jpg"))):
+                                                                      load_photo(*GROUP))):
         Image.fromarray(np.ascontiguousarray(image)).save(tmp_path / name)
         paths.append(str(tmp_path / name))
     out = tmp_path / "out"
