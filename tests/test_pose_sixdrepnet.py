@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from faithfulfaces_core.checkpoints import read_metadata, save_checkpoint
-from faithfulfaces_core.errors import CheckpointError, MissingDependencyError, MissingModelError
+from faithfulfaces_core.errors import (
+    CheckpointError,
+    FaithfulFacesError,
+    MissingDependencyError,
+    MissingModelError,
+)
 from faithfulfaces_core.pose.convert import main as convert_main
 from faithfulfaces_core.pose.loading import find_pose_estimator_file, load_pose_estimator
 from faithfulfaces_core.pose.onnx_estimator import OnnxPoseEstimator, onnx_providers
@@ -335,3 +340,24 @@ def test_onnx_providers():
     if not has_cuda:
         with pytest.raises(MissingDependencyError, match="needs onnxruntime-gpu and a visible NVIDIA GPU"):
             onnx_providers("cuda")
+
+
+def test_bf16_precision_on_torch_files_only(weights, onnx_file):
+    """On real faces bf16 moves random-weight angles by about 1° on average (6DRepNet's own error is ~4°).
+
+    bench_pose.py measures 0.2–1.1° mean, 0.7–6.3° max over weight seeds; noise images move
+    further (up to 13°), so the crops are the photographs' faces.
+    """
+    from faithfulfaces_core.tiny.photos import photo_face_crops
+
+    folder, crops = weights[0], photo_face_crops()
+    fp32 = load_pose_estimator(folder, device="cpu")
+    bf16 = load_pose_estimator(folder, device="cpu", precision="bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    error = np.abs((bf16.estimate(crops) - fp32.estimate(crops) + 180) % 360 - 180)
+    assert len(crops) >= 8 and error.mean() < 1.5 and error.max() < 10.0, error
+    with pytest.raises(FaithfulFacesError, match=r"6DRepNet_300W_LP_AFLW2000\.onnx runs on ONNX Runtime in the "
+                                                 r"precision it was exported in; bf16 is for the torch files"):
+        load_pose_estimator(folder, backend="onnx", precision="bf16")
+    with pytest.raises(FaithfulFacesError, match="Unknown pose-estimator precision 'fp16': use one of fp32, bf16"):
+        load_pose_estimator(folder, precision="fp16")
