@@ -204,7 +204,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunk-faces", type=int, default=1024, help="faces for the align() chunk sweep")
-    parser.add_argument("--chunks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
+    parser.add_argument("--chunks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256, 512])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the chunk sweep")
     parser.add_argument("--sweep-only", action="store_true", help="only the align() chunk sweep (section 3)")
     _common.add_tiny_flag(parser)

@@ -44,6 +44,7 @@ CONDITIONS = {
     "tokens": "pose-token injection, 4 tokens (strength 1)",
     "lora": "LoRA rank 128, unfused",
     "lora_fused": "LoRA rank 128, fused into the weights",
+    "plain_again": "plain transformer again, another process (the count's own spread)",
 }
 
 
@@ -112,7 +113,7 @@ def instructions(args, condition: str, probe: str) -> int:
         if done.returncode != 0 or not found:
             raise RuntimeError(f"callgrind run of '{condition}' failed (exit {done.returncode}): "
                                f"{done.stderr.strip().splitlines()[-3:]}")
-        print(f"  {condition}: {int(found[-1]) / 1e9:.3f} G instructions "
+        print(f"  {condition}: {int(found[-1]):,} instructions "
               f"({time.perf_counter() - start:.0f} s under valgrind)", flush=True)
         return int(found[-1])
 
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--text", type=int, default=64, help="text tokens")
     parser.add_argument("--calls", type=int, default=1, help="measured forward calls N")
     parser.add_argument("--jobs", type=int, default=2, help="valgrind processes at a time")
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
+                        help="a subset (plain is always run: the ratios are to it)")
     parser.add_argument("--child", choices=list(CONDITIONS), help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     _common.add_tiny_flag(parser)
@@ -141,17 +144,19 @@ def main() -> None:
           f"{_common.machine()}")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         probe = build_probe(tmp)
-        counts = dict(zip(CONDITIONS, pool.map(lambda c: instructions(args, c, probe), CONDITIONS), strict=True))
-    per_call = {c: counts[c] / args.calls for c in CONDITIONS}
+        chosen = ["plain"] + [c for c in CONDITIONS if c in args.conditions and c != "plain"]
+        counts = dict(zip(chosen, pool.map(lambda c: instructions(args, c, probe), chosen), strict=True))
+    per_call = {c: counts[c] / args.calls for c in chosen}
     print()
     print("| condition | instructions per forward call | vs plain |")
     print("|---|---:|---:|")
-    for c, label in CONDITIONS.items():
+    for c in chosen:
+        label = CONDITIONS[c]
         ratio = per_call[c] / per_call["plain"]
-        print(f"| {label} | {per_call[c] / 1e9:.3f} G | {ratio:.4f} ({(ratio - 1) * 100:+.2f} %) |")
+        print(f"| {label} | {per_call[c]:,.0f} | {ratio:.5f} ({(ratio - 1) * 100:+.3f} %) |")
         if c != "plain":
             _common.summary("instructions", f"{label} vs plain (callgrind, {seq} tokens, width {args.heads * 128})",
-                            f"{ratio:.4f}", note="instruction-count ratio, load-independent")
+                            f"{ratio:.5f}", note="instruction-count ratio, load-independent")
 
 
 if __name__ == "__main__":

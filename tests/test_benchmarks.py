@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,10 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import _common  # noqa: E402
+import bench_instructions  # noqa: E402
 import run_all  # noqa: E402
 
-# callgrind runs torch under valgrind (minutes even when tiny); it has its own test below.
+# callgrind runs torch under valgrind (minutes even when tiny); it has its own test at the end.
 SMOKE = [name for name in run_all.benchmarks() if name != "instructions"]
 
 
@@ -66,3 +68,18 @@ def test_flop_count_of_a_matmul():
 
     a, b = torch.randn(8, 16), torch.randn(16, 4)
     assert _common.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+CALLGRIND = bool(shutil.which("valgrind") and shutil.which("cc") and Path("/usr/include/valgrind/callgrind.h").exists())
+
+
+@pytest.mark.skipif(not CALLGRIND, reason="needs valgrind, a C compiler and valgrind/callgrind.h")
+def test_instruction_counts_in_tiny_mode():
+    done = _run("bench_instructions.py", timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratios = {row["what"].split(" vs plain")[0]: float(row["value"]) for row in _summaries(done.stdout)}
+    tokens, unfused, fused, again = (ratios[bench_instructions.CONDITIONS[c]]
+                                     for c in ("tokens", "lora", "lora_fused", "plain_again"))
+    # four more keys per attention and a rank-128 LoRA on a width-128 model both add work; fusing takes it back
+    assert tokens > 1.0 and unfused > 1.3 and fused < unfused
+    assert abs(again - 1) < 0.01  # the same condition in another process: the count repeats

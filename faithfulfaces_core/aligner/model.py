@@ -21,7 +21,7 @@ from .loss import multi_view_info_nce
 from .projection import PoseTokenProjection
 from .tokenizer import build_tokenizer
 
-ALIGN_CHUNK = 32  # faces per chunk in align(); the fastest size bench_aligner.py measured on CPU
+ALIGN_CHUNK = 32  # faces per chunk in align(): the smallest of the fastest sizes in bench_aligner.py (32–256, CPU)
 
 
 class AlignerOutput(NamedTuple):
