@@ -3,10 +3,12 @@
 A randomly initialised Wan VACE transformer of Wan2.1-1.3B's width (12 heads × 128, FFN 8960,
 4096-wide text) but only a few blocks is loaded with ComfyUI's ``load_diffusion_model_state_dict``
 (what UNETLoader does), patched with ``patch_native_model`` and sampled through ``CFGGuider``
-with CFG (positive and negative in one batch of 2). Each condition runs ``--steps`` model calls
-per round; every round runs each condition once (order reversed in every other round), and the
-table reports the median CPU time (``time.process_time``, one torch thread) of a call and the
-median, with quartiles, of the per-round ratios to the unpatched model of the same round.
+with CFG (positive and negative in one batch of 2). Every round runs each condition once (order
+reversed in every other round): one model call right after the switch to that model, then
+``--steps`` timed calls. The table reports the median CPU time (``time.process_time``, one torch
+thread) of a timed call and the median, with quartiles, of the per-round ratios to the unpatched
+model of the same round; the last column compares the first calls after a switch, which pay for
+whatever the switch left to do (a merged LoRA's first call ran about 20 % slower than later ones).
 ComfyUI runs in this process (a benchmark, not the pack), imported from the set-up checkout.
 
     python benchmarks/bench_native.py             # 4 blocks, 180 video tokens, 512 text tokens
@@ -110,16 +112,18 @@ def main() -> None:
             strength=opts.get("strength", 1.0), pose_on_negative=opts.get("uncond", False),
         )
     times: dict[str, list[float]] = {name: [] for name in CONDITIONS}
+    first: dict[str, list[float]] = {name: [] for name in CONDITIONS}
 
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
         s_in = x.new_ones([x.shape[0]])
-        for _ in range(args.steps):
+        for i in range(args.steps + 1):
             start = time.process_time()
             model(x, sigmas[0] * s_in, **extra_args)
-            times[current].append(time.process_time() - start)
+            (first if i == 0 else times)[current].append(time.process_time() - start)
         return x
 
     ratios: dict[str, list[float]] = {name: [] for name in CONDITIONS}
+    first_ratios: dict[str, list[float]] = {name: [] for name in CONDITIONS}
     for r in range(args.rounds):
         for current in list(CONDITIONS)[:: 1 if r % 2 == 0 else -1]:
             guider = comfy.samplers.CFGGuider(models[current])
@@ -129,16 +133,19 @@ def main() -> None:
         this_round = {n: statistics.median(t[-args.steps:]) for n, t in times.items()}
         for n in CONDITIONS:
             ratios[n].append(this_round[n] / this_round["plain"])
+            first_ratios[n].append(first[n][-1] / first["plain"][-1])
 
     plain = statistics.median(times["plain"])
     print(f"\nWan VACE {args.blocks} blocks × 1536 wide, {args.frames * h * w // 4} video + {args.text} text tokens, "
-          f"4 pose tokens, CFG batch of 2, CPU 1 thread, {args.rounds} rounds × {args.steps} calls; "
+          f"4 pose tokens, CFG batch of 2, CPU 1 thread, {args.rounds} rounds × (1 + {args.steps}) calls; "
           f"{_common.machine()}\n")
-    print(f"| {'condition':<52} | ms / CFG step | vs plain (median of per-round ratios, IQR) |")
-    print(f"|{'-' * 54}|---------------|----------|")
+    print(f"| {'condition':<52} | ms / CFG step | vs plain (median of per-round ratios, IQR) "
+          f"| first call after a model switch, vs plain's |")
+    print(f"|{'-' * 54}|--------------:|---|---|")
     for name, (label, _) in CONDITIONS.items():
         t = statistics.median(times[name])
-        print(f"| {label:<52} | {t * 1000:13.1f} | {_common.ratio_stats(ratios[name])} |")
+        print(f"| {label:<52} | {t * 1000:13.1f} | {_common.ratio_stats(ratios[name])} "
+              f"| {_common.ratio_stats(first_ratios[name])} |")
         if name != "plain":
             _common.summary("native", f"{label} vs plain (wall, paired)", f"{statistics.median(ratios[name]):.3f}",
                             note=str(_common.ratio_stats(ratios[name])))

@@ -91,7 +91,7 @@ class LoadPoseEstimator(io.ComfyNode):
                             tooltip=".pth / .safetensors run on torch, .onnx on ONNX Runtime (used by 6drepnet)."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="fp32", optional=True,
-                               tooltip="bf16: twice as fast on a CPU with bf16 instructions, angles within ~1° of "
+                               tooltip="bf16: twice as fast on a CPU with bf16 instructions, angles about 1° from "
                                        "fp32 (6DRepNet's own error is ~4°); .pth / .safetensors only."),
             ],
             outputs=[types.PoseEstimator.Output(display_name="pose_estimator")],
