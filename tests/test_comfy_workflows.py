@@ -87,7 +87,7 @@ def test_identity_workflow_writes_the_requested_video(comfy, images):
 
 
 def test_pose_inspection_workflow_on_insightface_and_6drepnet(comfy, images):
-    """The paper's backends (fake InsightFace pack + random 6DRepNet) through the server."""
+    """The paper's backends (fake InsightFace pack + random 6DRepNet, in bf16) through the server."""
     from PIL import Image
 
     from faithfulfaces_core.tiny.insightface import paint_fake_faces
@@ -96,6 +96,7 @@ def test_pose_inspection_workflow_on_insightface_and_6drepnet(comfy, images):
     marked = paint_fake_faces(np.zeros((480, 640, 3), np.uint8), [FAKE_FACE_BOX])
     Image.fromarray(marked).save(comfy.input_dir / "ff_marked.png")
     settings = {k: v for k, v in tiny_settings("tiny").items() if k in ("2", "3")}
+    settings["3"] = {**settings["3"], "precision": "bf16"}
     prompt = with_inputs(load_api_workflow("faithfulfaces_pose_inspection"), {**settings, "1": {"image": "ff_marked.png"}})
     entry = comfy.run(prompt, timeout=300)
     assert entry["status"]["status_str"] == "success", entry["status"]
