@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from faithfulfaces_core.pose.loading import PRECISIONS
+from faithfulfaces_core.pose.types import PRECISIONS
 
 from . import models, types
 from .images import from_uint8, to_uint8_list

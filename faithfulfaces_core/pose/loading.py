@@ -12,13 +12,12 @@ from pathlib import Path
 
 from ..errors import FaithfulFacesError, MissingModelError
 from .sixdrepnet import RELEASE_SOURCE, RELEASED_FILENAME
-from .types import PoseEstimator
+from .types import PRECISIONS, PoseEstimator
 
 STEM = Path(RELEASED_FILENAME).stem
 TORCH_FILES = (f"{STEM}.safetensors", RELEASED_FILENAME)
 ONNX_FILES = (f"{STEM}.onnx",)
 BACKENDS = ("auto", "torch", "onnx")
-PRECISIONS = ("fp32", "bf16")  # bf16: torch files only (bench_pose.py: ~1° mean from fp32, 2× faster on a free core)
 
 
 def _suffixes(backend: str) -> tuple[str, ...]:
