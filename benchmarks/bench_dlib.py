@@ -33,6 +33,7 @@ from faithfulfaces_core.pose.dlib_backend import (
     identity_distance,
     pose_from_landmarks,
 )
+from faithfulfaces_core.pose.rotation import angle_difference
 
 IMAGE_SIZE = (480, 640)
 DISTANCE_MM = 600.0
@@ -72,10 +73,6 @@ def pose_with_depth(points: np.ndarray, image_size: tuple[int, int], depth_scale
     return euler_from_camera_rotation(cv2.Rodrigues(rvec)[0])
 
 
-def wrapped(a: np.ndarray) -> np.ndarray:
-    return np.abs((a + 180.0) % 360.0 - 180.0)
-
-
 def geodesic(a: np.ndarray, b: np.ndarray) -> float:
     """Angle (degrees) of the rotation between two poses: free of Euler-angle gimbal effects."""
     relative = camera_rotation_from_euler(a).T @ camera_rotation_from_euler(b)
@@ -103,7 +100,7 @@ def synthetic_table(trials: int, seed: int) -> None:
                 model = MEAN_FACE_68 + rng.normal(0.0, shape_sigma, MEAN_FACE_68.shape)
                 points = render(model, truth) + rng.normal(0.0, noise * eye_px, (68, 2))
                 estimate = pose_from_landmarks(points, IMAGE_SIZE)
-                errors.append(wrapped(estimate - truth))
+                errors.append(angle_difference(estimate, truth))
                 rotation_errors.append(geodesic(estimate, truth))
                 flips += rotation_errors[-1] > 30.0
                 flips_iter += geodesic(iterative_pnp(points), truth) > 30.0
@@ -134,7 +131,7 @@ def focal_table(seed: int) -> None:
             points = np.stack(
                 [width / 2 + focal * cam[:, 0] / cam[:, 2], height / 2 + focal * cam[:, 1] / cam[:, 2]], 1
             )
-            errs.append(wrapped(pose_from_landmarks(points, IMAGE_SIZE) - truth))
+            errs.append(angle_difference(pose_from_landmarks(points, IMAGE_SIZE), truth))
         e = np.array(errs)
         print(
             f"| {factor:g} | {'/'.join(f'{v:.1f}' for v in np.median(e, 0))} | {'/'.join(f'{v:.1f}' for v in e.max(0))} |"

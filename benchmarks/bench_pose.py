@@ -128,6 +128,7 @@ def bf16_error(pairs: int, seeds: int) -> dict:
     of one batch (seed 0)."""
     import torch
 
+    from faithfulfaces_core.pose.rotation import angle_difference
     from faithfulfaces_core.pose.sixdrepnet import SixDRepNetEstimator
     from faithfulfaces_core.tiny.photos import photo_face_crops
     from faithfulfaces_core.tiny.pose import random_sixdrepnet
@@ -137,7 +138,7 @@ def bf16_error(pairs: int, seeds: int) -> dict:
     for seed in range(seeds):
         fp32 = SixDRepNetEstimator(random_sixdrepnet(seed), device="cpu")
         bf16 = SixDRepNetEstimator(random_sixdrepnet(seed), device="cpu", dtype=torch.bfloat16)
-        errors.append(np.abs((bf16.estimate(crops) - fp32.estimate(crops) + 180) % 360 - 180))
+        errors.append(angle_difference(bf16.estimate(crops), fp32.estimate(crops)))
         if seed == 0:
             ratio = _common.paired(lambda a=fp32: a.estimate(crops), lambda b=bf16: b.estimate(crops), pairs)
     means, maxes = [float(e.mean()) for e in errors], [float(e.max()) for e in errors]

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import requests
 
-from faithfulfaces_core.demo import WORKFLOWS, load_api_workflow, reference_photo, tiny_settings
+from faithfulfaces_core.demo import WORKFLOWS, load_api_workflow, tiny_settings
 from faithfulfaces_core.host import default_comfyui_dir
+from faithfulfaces_core.tiny.photos import GROUP, PORTRAIT, photo_path
 from faithfulfaces_core.workflow import (
     SCHEMA_HOST_VERSION,
     api_to_ui,
@@ -34,9 +35,8 @@ def images(comfy) -> dict[str, str]:
     """Reference images in the server's input folder: a portrait, a group, and no face at all."""
     from PIL import Image
 
-    photos = reference_photo().parent
-    shutil.copyfile(photos / "Tom_Hanks_54745.png", comfy.input_dir / "ff_portrait.png")
-    shutil.copyfile(photos / "t1.jpg", comfy.input_dir / "ff_group.jpg")
+    shutil.copyfile(photo_path(*PORTRAIT), comfy.input_dir / "ff_portrait.png")
+    shutil.copyfile(photo_path(*GROUP), comfy.input_dir / "ff_group.jpg")
     Image.fromarray(np.full((128, 128, 3), 90, np.uint8)).save(comfy.input_dir / "ff_blank.png")
     return {"portrait": "ff_portrait.png", "group": "ff_group.jpg", "blank": "ff_blank.png"}
 

@@ -8,6 +8,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from faithfulfaces_core.pose.rotation import (
+    angle_difference,
     angles_from_head_to_image,
     angles_from_insightface_pose,
     euler_from_rotation,
@@ -146,3 +147,14 @@ def test_insightface_pose_conversion(rng):
     # small angles: same pitch and roll, opposite yaw
     small = np.array([1e-3, 2e-3, -1.5e-3])
     np.testing.assert_allclose(angles_from_insightface_pose(small), small * np.array([1, -1, 1]), atol=1e-6)
+
+
+def test_angle_difference_is_circular_and_broadcasts():
+    rng = np.random.default_rng()
+    a, b = rng.uniform(-720, 720, size=(5, 1, 3)), rng.uniform(-720, 720, size=(1, 4, 3))
+    d = angle_difference(a, b)
+    assert d.shape == (5, 4, 3) and d.min() >= 0 and d.max() <= 180
+    np.testing.assert_allclose(angle_difference(a + 360, b - 720), d, atol=1e-9)
+    np.testing.assert_allclose(angle_difference(b, a), d, atol=0)
+    assert angle_difference(-179.0, 179.0) == 2.0 and angle_difference(10.0, 190.0) == 180.0
+

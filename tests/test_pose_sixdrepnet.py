@@ -21,7 +21,7 @@ from faithfulfaces_core.pose.convert import main as convert_main
 from faithfulfaces_core.pose.loading import find_pose_estimator_file, load_pose_estimator
 from faithfulfaces_core.pose.onnx_estimator import OnnxPoseEstimator, onnx_providers
 from faithfulfaces_core.pose.preprocess import IMAGENET_MEAN, IMAGENET_STD, crops_to_input
-from faithfulfaces_core.pose.rotation import euler_from_rotation
+from faithfulfaces_core.pose.rotation import angle_difference, euler_from_rotation
 from faithfulfaces_core.pose.sixdrepnet import (
     RELEASED_FILENAME,
     SixDRepNet,
@@ -354,7 +354,7 @@ def test_bf16_precision_on_torch_files_only(weights, onnx_file):
     fp32 = load_pose_estimator(folder, device="cpu")
     bf16 = load_pose_estimator(folder, device="cpu", precision="bf16")
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
-    error = np.abs((bf16.estimate(crops) - fp32.estimate(crops) + 180) % 360 - 180)
+    error = angle_difference(bf16.estimate(crops), fp32.estimate(crops))
     assert len(crops) >= 8 and error.mean() < 1.5 and error.max() < 10.0, error
     with pytest.raises(FaithfulFacesError, match=r"6DRepNet_300W_LP_AFLW2000\.onnx runs on ONNX Runtime in the "
                                                  r"precision it was exported in; bf16 is for the torch files"):

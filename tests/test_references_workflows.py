@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faithfulfaces_core.demo import load_api_workflow, reference_photo, tiny_settings
+from faithfulfaces_core.demo import load_api_workflow, tiny_settings
+from faithfulfaces_core.tiny.photos import GROUP, PORTRAIT, load_photo
 from faithfulfaces_core.workflow import with_inputs
 
 pytestmark = pytest.mark.comfy
@@ -23,8 +24,7 @@ PHOTOS = {"1": "ff_refs_portrait.png", "20": "ff_refs_mirrored.png", "21": "ff_r
 def photos(comfy) -> dict[str, dict]:
     from PIL import Image
 
-    portrait = np.asarray(Image.open(reference_photo()).convert("RGB"))
-    group = np.asarray(Image.open(reference_photo().parent / "t1.jpg").convert("RGB"))
+    portrait, group = load_photo(*PORTRAIT), load_photo(*GROUP)
     Image.fromarray(portrait).save(comfy.input_dir / PHOTOS["1"])
     Image.fromarray(np.ascontiguousarray(portrait[:, ::-1])).save(comfy.input_dir / PHOTOS["20"])
     Image.fromarray(group[52:212, 855:1015]).resize((112, 112)).save(comfy.input_dir / PHOTOS["21"])

@@ -90,9 +90,7 @@ def load_pose_estimator(
                 f"torch files ({' or '.join(TORCH_FILES)}). Choose precision fp32, or a torch file."
             )
         return OnnxPoseEstimator(file, device=device, batch_size=batch_size)
-    import torch
-
+    from ..devices import DTYPES
     from .sixdrepnet import SixDRepNetEstimator, load_sixdrepnet
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    return SixDRepNetEstimator(load_sixdrepnet(file), device=device, dtype=dtype, batch_size=batch_size)
+    return SixDRepNetEstimator(load_sixdrepnet(file), device=device, dtype=DTYPES[precision], batch_size=batch_size)

@@ -213,3 +213,13 @@ class RotationPoseEstimator:
     def estimate(self, crops: np.ndarray, faces=None, image_sizes=None) -> np.ndarray:
         """``[B, S, S, 3]`` uint8 RGB → ``[B, 3]`` float32 (pitch, yaw, roll) degrees."""
         return euler_from_rotation(self.rotations(crops).astype(np.float64)).astype(np.float32)
+
+
+def angle_difference(a: Any, b: Any) -> np.ndarray:
+    """Circular ``|a − b|`` in degrees, in [0, 180], elementwise with numpy broadcasting (numpy, float64).
+
+    Angle error, pose distance: -179° and 179° are 2° apart.
+    """
+    diff = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) % 360.0
+    return np.minimum(diff, 360.0 - diff)
+

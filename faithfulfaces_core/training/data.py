@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FaithfulFacesError
+from ..pose.rotation import angle_difference
 
 _VIDEO_ORDER, _REFERENCE, _PAIRS, _NOISE = 17, 23, 29, 31  # stream tags of the seeded draws
 
 
 def pose_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Σ over (pitch, yaw, roll) of the circular angle difference, degrees: ``[N, 3]``, ``[M, 3]`` → ``[N, M]``."""
-    diff = np.abs(a[:, None, :].astype(np.float64) - b[None, :, :].astype(np.float64)) % 360.0
-    return np.minimum(diff, 360.0 - diff).sum(-1)
+    return angle_difference(a[:, None, :], b[None, :, :]).sum(-1)
 
 
 def clip_frame_indices(num_frames: int, stride: int) -> list[int]:
